@@ -1,0 +1,185 @@
+"""`hpsearch`: run, validate, resume and inspect searches."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as `error: ...` lines, exit status 2, no traceback."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except UsageError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpsearch", description="Hyperparameter search for image classifiers on Ray Tune, tracked in MLflow.",
+        epilog="Start with: hpsearch run digits-quick")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    run = command("run", _run, "Run a search from a spec file or a built-in spec.")
+    _spec_arguments(run)
+    run.add_argument("--address", help="Ray cluster to attach to (default: a local Ray on 127.0.0.1 only)")
+    run.add_argument("--storage", help="where Tune keeps experiment state and checkpoints "
+                                       "(default: ./hpsearch_results; shared storage on a cluster)")
+
+    validate = command("validate", _validate, "Check a spec and print it resolved, without running anything.")
+    _spec_arguments(validate)
+
+    listing = command("list", _list, "List the built-in specs, or the registered models, optimizers or datasets.")
+    listing.add_argument("what", nargs="?", default="specs", choices=["specs", "models", "optimizers", "datasets"])
+
+    resume = command("resume", _resume, "Finish an interrupted search; trials continue their own MLflow runs.")
+    resume.add_argument("search", help="search name (its latest search) or id")
+    resume.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    resume.add_argument("--address", help="Ray cluster to attach to (default: local Ray on 127.0.0.1)")
+
+    trials = command("trials", _trials, "Print a search's trials.")
+    trials.add_argument("search", help="search name (its latest search) or id")
+    trials.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    trials.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+
+    best = command("best", _best, "Print a search's best trial and its configuration.")
+    best.add_argument("search", help="search name (its latest search) or id")
+    best.add_argument("--format", choices=["text", "json"], default="text")
+    best.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+
+    searches = command("searches", _searches, "List the searches in the tracking store, newest first.")
+    searches.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    return parser
+
+
+def _spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="a YAML spec file, or a built-in spec name (see `hpsearch list`)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                        help="override a spec field, e.g. --set search.num_samples=4 (repeatable)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI; overrides the spec and $MLFLOW_TRACKING_URI")
+
+
+def _load(args):
+    from hpsearch.platform.spec import SpecError, load_spec
+
+    try:
+        return load_spec(args.spec, overrides=args.overrides, tracking_uri=args.tracking_uri)
+    except SpecError as error:
+        raise UsageError(error.problems) from None
+
+
+def _run(args) -> int:
+    spec = _load(args)
+    from hpsearch.platform.search import run_search
+
+    outcome = run_search(spec, address=args.address, storage=args.storage)
+    return 0 if outcome.status == "completed" else 1
+
+
+def _validate(args) -> int:
+    spec = _load(args)
+    from hpsearch.platform.search import planned_trials
+    from hpsearch.platform.spec import dump_spec
+
+    print(dump_spec(spec), end="")
+    print(f"# ok: {planned_trials(spec)} trials, {spec.search.algorithm} search, tracking in {spec.tracking_uri()}")
+    return 0
+
+
+def _list(args) -> int:
+    if args.what == "specs":
+        from hpsearch.platform.spec import builtin_specs
+
+        names = builtin_specs()
+    else:
+        from hpsearch import trainables
+
+        names = {"models": trainables.MODELS, "optimizers": trainables.OPTIMIZERS,
+                 "datasets": trainables.DATASETS}[args.what].names()
+    print("\n".join(names))
+    return 0
+
+
+def _resume(args) -> int:
+    from hpsearch.platform.query import SearchNotFound
+    from hpsearch.platform.search import resume_search
+
+    try:
+        outcome = resume_search(args.search, tracking_uri=args.tracking_uri, address=args.address)
+    except SearchNotFound as error:
+        raise UsageError([str(error)]) from None
+    return 0 if outcome.status == "completed" else 1
+
+
+def _find(function, *args, **kwargs):
+    from hpsearch.platform.query import SearchNotFound
+
+    try:
+        return function(*args, **kwargs)
+    except SearchNotFound as error:
+        raise UsageError([str(error)]) from None
+
+
+def _trials(args) -> int:
+    from hpsearch.platform import query
+    from hpsearch.platform.progress import summary_table
+
+    table = _find(query.trials, args.search, args.tracking_uri)
+    if args.format == "csv":
+        table.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(table.to_json(orient="records", indent=2, default_handler=str))
+    else:
+        found = _find(query.find_search, args.search, args.tracking_uri)
+        print(summary_table(table, metric=found.metric, mode=found.mode, limit=len(table)))
+    return 0
+
+
+def _best(args) -> int:
+    from hpsearch.platform import query
+
+    best = _find(query.best, args.search, args.tracking_uri)
+    if args.format == "json":
+        print(json.dumps(best, indent=2, default=str))
+        return 0
+    print(f"search {best['search_id']}: trial {best['trial']} ({best['status']}), "
+          f"{best['metric']} {best['value']:.4f} at epoch {best['best_epoch']}, MLflow run {best['run_id']}")
+    for key, value in best["config"].items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+def _searches(args) -> int:
+    from hpsearch.platform import query
+
+    table = query.searches(args.tracking_uri)
+    if table.empty:
+        print(f"no searches in {query.resolve_uri(args.tracking_uri)}")
+        return 0
+    print(table.drop(columns=["experiment_id"]).to_string(index=False, na_rep="-"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The live view of a running search and its closing summary."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
+from ray import tune
+
+HEARTBEAT_S = 10.0  # seconds between status lines while nothing finishes
+
+
+class LiveView(tune.Callback):
+    """Prints one line when a trial ends and a status line every HEARTBEAT_S seconds."""
+
+    def __init__(self, *, metric: str, mode: str, planned: int, epochs: int) -> None:
+        self.metric, self.mode, self.planned, self.epochs = metric, mode, planned, epochs
+        self._reset()
+
+    def _reset(self) -> None:
+        self.started = time.monotonic()
+        self.last_line = self.started
+        self.counts = {"completed": 0, "stopped_early": 0, "failed": 0, "diverged": 0}
+        self.running: set[str] = set()
+        self.best: tuple[float, str] | None = None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # restored with the experiment
+        self.__dict__.update(state)
+        self._reset()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.running.add(trial.trial_id)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and not math.isnan(value) and self._better(value):
+            self.best = (value, _short(trial.trial_id))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        last = trial.last_result or {}
+        status = "diverged" if last.get("diverged") else (
+            "completed" if last.get("epoch", 0) >= self.epochs else "stopped_early")
+        self._ended(trial, status, last)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._ended(trial, "failed", trial.last_result or {})
+
+    def on_step(self, iteration, trials, **info) -> None:
+        if time.monotonic() - self.last_line >= HEARTBEAT_S:
+            self._print(self.status_line())
+
+    def _ended(self, trial, status: str, last: dict[str, Any]) -> None:
+        self.running.discard(trial.trial_id)
+        self.counts[status] += 1
+        value = last.get(f"best_{self.metric}")
+        shown = f"{self.metric} {value:.4f}" if isinstance(value, (int, float)) else "no result"
+        epochs = last.get("epoch", 0)
+        self._print(f"trial {_short(trial.trial_id)} {status.replace('_', ' ')} after {epochs} epochs: {shown}"
+                    f"   | {self.status_line(prefix=False)}")
+
+    def status_line(self, prefix: bool = True) -> str:
+        done = sum(self.counts.values())
+        parts = [f"{done}/{self.planned} done", f"{len(self.running)} running"]
+        parts += [f"{count} {name.replace('_', ' ')}" for name, count in self.counts.items()
+                  if count and name != "completed"]
+        if self.best:
+            parts.append(f"best {self.metric} {self.best[0]:.4f} (trial {self.best[1]})")
+        line = " · ".join(parts)
+        return f"[{time.monotonic() - self.started:6.1f}s] {line}" if prefix else line
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best[0] if self.mode == "max" else value < self.best[0]
+
+    def _print(self, line: str) -> None:
+        self.last_line = time.monotonic()
+        print(line, file=sys.stdout, flush=True)
+
+
+def _short(trial_id: str) -> str:
+    return trial_id.rsplit("_", 1)[-1]
+
+
+def summary_table(trials, *, metric: str, mode: str, limit: int = 10) -> str:
+    """The best `limit` trials as a text table: id, status, best metric, epochs and parameters."""
+    import pandas as pd
+
+    if trials.empty:
+        return "(no trials)"
+    column = f"best_{metric}"
+    table = trials.sort_values(column, ascending=mode == "min", na_position="last").head(limit)
+    params = [c for c in table.columns if c.startswith("params.")]
+    shown = table[["trial", "status", column, "epochs", *params]].rename(
+        columns={c: c.removeprefix("params.") for c in params})
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 24):
+        return shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
+

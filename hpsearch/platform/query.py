@@ -1,0 +1,169 @@
+"""Searches and trials as pandas DataFrames, read through MLflow only.
+
+    from hpsearch import query
+    query.searches()                      # a row per search
+    query.trials("digits-quick")          # a row per trial of its latest search
+    query.curves("digits-quick", "val_accuracy")
+    query.best("digits-quick")
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from hpsearch.platform import tracking as tags
+from hpsearch.platform.spec import DEFAULT_TRACKING_URI
+from hpsearch.trainables.registry import did_you_mean
+
+
+class SearchNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Search:
+    run_id: str
+    search_id: str
+    name: str
+    experiment_id: str
+    metric: str
+    mode: str
+    status: str
+    experiment_path: str
+
+
+def resolve_uri(tracking_uri: str | None = None) -> str:
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _search_runs(tracking_uri: str, filter_string: str, experiment_ids: list[str] | None = None) -> pd.DataFrame:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    if experiment_ids is None:
+        return mlflow.search_runs(search_all_experiments=True, filter_string=filter_string, max_results=100000)
+    return mlflow.search_runs(experiment_ids=experiment_ids, filter_string=filter_string, max_results=100000)
+
+
+def searches(tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per search, newest first: id, name, algorithm, status, trial counts, best metric, timing."""
+    runs = _search_runs(resolve_uri(tracking_uri), f"tags.`{tags.ROLE}` = 'search'")
+    columns = ["search_id", "name", "algorithm", "status", "metric", "best", "trials", "start_time",
+               "duration_s", "run_id", "experiment_id"]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame({
+        "search_id": runs[f"tags.{tags.SEARCH_ID}"],
+        "name": runs[f"tags.{tags.SEARCH_NAME}"],
+        "algorithm": runs[f"tags.{tags.ALGORITHM}"],
+        "status": runs[f"tags.{tags.STATUS}"],
+        "metric": runs[f"tags.{tags.METRIC}"],
+        "best": [row.get(f"metrics.best_{row[f'tags.{tags.METRIC}']}") for _, row in runs.iterrows()],
+        "trials": pd.to_numeric(runs.get(f"tags.hpsearch.planned_trials"), errors="coerce"),
+        "start_time": runs["start_time"],
+        "duration_s": _duration_s(runs),
+        "run_id": runs["run_id"],
+        "experiment_id": runs["experiment_id"],
+    })
+    return frame.sort_values("start_time", ascending=False, ignore_index=True)
+
+
+def find_search(search: str | Search, tracking_uri: str | None = None) -> Search:
+    """A search by its parent run id, its search id, or its name (the latest search of that name)."""
+    if isinstance(search, Search):
+        return search
+    uri = resolve_uri(tracking_uri)
+    table = searches(uri)
+    match = table[(table["run_id"] == search) | (table["search_id"] == search) | (table["name"] == search)]
+    if match.empty:
+        names = sorted(set(table["name"].dropna()))
+        hint = did_you_mean(search, names) if names else ""
+        raise SearchNotFound(f"no search named {search!r} in {uri}; known: {names}{hint}")
+    row = match.iloc[0]  # newest first
+    import mlflow
+
+    run = mlflow.tracking.MlflowClient(tracking_uri=uri).get_run(row["run_id"])
+    run_tags = run.data.tags
+    return Search(run_id=row["run_id"], search_id=row["search_id"], name=row["name"],
+                  experiment_id=row["experiment_id"], metric=run_tags[tags.METRIC], mode=run_tags[tags.MODE],
+                  status=run_tags.get(tags.STATUS, "unknown"), experiment_path=run_tags.get(tags.EXPERIMENT_PATH, ""))
+
+
+def trials(search: str | Search, tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per trial: trial, status, params.*, final metrics, best_<metric>, best_epoch, duration."""
+    uri = resolve_uri(tracking_uri)
+    found = find_search(search, uri)
+    runs = _search_runs(uri, f"tags.`{tags.PARENT}` = '{found.run_id}'", [found.experiment_id])
+    if runs.empty:
+        return pd.DataFrame(columns=["trial", "status", "run_id", f"best_{found.metric}", "epochs"])
+    frame = pd.DataFrame({
+        "trial": runs[f"tags.{tags.TRIAL_ID}"].str.rsplit("_", n=1).str[-1],
+        "trial_id": runs[f"tags.{tags.TRIAL_ID}"],
+        "status": runs[f"tags.{tags.STATUS}"],
+        "run_id": runs["run_id"],
+        "epochs": runs.get("metrics.epoch"),
+        "duration_s": _duration_s(runs),
+        "node": runs.get(f"tags.{tags.NODE}"),
+    })
+    metric_columns = [c for c in runs.columns if c.startswith("metrics.")]
+    for column in metric_columns:
+        name = column.removeprefix("metrics.")
+        if name != "epoch":
+            frame[name] = runs[column]
+    for column in (c for c in runs.columns if c.startswith("params.")):
+        frame[column] = runs[column].map(_parse_param)
+    return frame.sort_values("trial", ignore_index=True)
+
+
+def curves(search: str | Search, metric: str = "val_accuracy", tracking_uri: str | None = None) -> pd.DataFrame:
+    """Learning curves in long form: trial, step (epoch), value."""
+    import mlflow
+
+    uri = resolve_uri(tracking_uri)
+    table = trials(search, uri)
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    rows = [(trial, point.step, point.value)
+            for trial, run_id in zip(table["trial"], table["run_id"])
+            for point in client.get_metric_history(run_id, metric)]
+    frame = pd.DataFrame(rows, columns=["trial", "step", "value"])
+    return frame.sort_values(["trial", "step"], ignore_index=True)
+
+
+def best(search: str | Search, tracking_uri: str | None = None) -> dict[str, Any]:
+    """The best trial: its config, its best metric value and epoch, and its run id."""
+    uri = resolve_uri(tracking_uri)
+    found = find_search(search, uri)
+    table = trials(found, uri)
+    column = f"best_{found.metric}"
+    if table.empty or column not in table or table[column].isna().all():
+        raise SearchNotFound(f"search {found.search_id!r} has no trial with a {found.metric} yet")
+    row = table.loc[table[column].idxmax() if found.mode == "max" else table[column].idxmin()]
+    import mlflow
+
+    params = mlflow.tracking.MlflowClient(tracking_uri=uri).get_run(row["run_id"]).data.params
+    config = {name: _parse_param(value) for name, value in params.items()}
+    return {"search_id": found.search_id, "trial": row["trial"], "run_id": row["run_id"],
+            "metric": found.metric, "value": float(row[column]), "best_epoch": int(row["best_epoch"]),
+            "status": row["status"], "config": config}
+
+
+def _duration_s(runs: pd.DataFrame) -> pd.Series:
+    """Seconds from start to end; still-running runs have none."""
+    end = pd.to_datetime(runs["end_time"], utc=True)
+    return (end - pd.to_datetime(runs["start_time"], utc=True)).dt.total_seconds()
+
+
+def _parse_param(text: Any) -> Any:
+    """MLflow stores params as strings; give numbers, booleans and lists back their types."""
+    if not isinstance(text, str):
+        return text
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (int, float, bool, list)) else text

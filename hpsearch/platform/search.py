@@ -1,0 +1,195 @@
+"""Running a search: the spec becomes a Ray Tune Tuner with hpsearch's tracking and live view."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
+from hpsearch.platform import query, tracking
+from hpsearch.platform.progress import LiveView, summary_table
+from hpsearch.platform.space import grid_size, make_optuna_searcher, to_ray
+from hpsearch.platform.spec import Spec, dump_spec, validate_spec
+
+DEFAULT_STORAGE = "hpsearch_results"  # Tune's experiment state and checkpoints, under the working directory
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    search_id: str
+    parent_run_id: str
+    tracking_uri: str
+    status: str
+    counts: dict[str, int]
+    best: dict[str, Any] | None
+
+
+def planned_trials(spec: Spec) -> int:
+    if spec.search.algorithm == "optuna":
+        return spec.search.num_samples
+    return grid_size(spec.space, spec.search.algorithm) * spec.search.num_samples
+
+
+def _quiet_ray_logs() -> None:
+    # hpsearch tracks results in MLflow, not in Tune's result files, and says what it runs itself.
+    for name in ("ray.tune.analysis.experiment_analysis", "ray._private.authentication.authentication_token_setup",
+                 "ray.tune.tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
+    """Attach to a cluster at `address`, or start a local Ray on 127.0.0.1 only."""
+    import ray
+
+    _quiet_ray_logs()
+    if ray.is_initialized():
+        return
+    runtime_env = {"env_vars": dict(_ray_env.WORKER_ENV)}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | None = None,
+               num_cpus: int | None = None) -> SearchOutcome:
+    """Run `spec` to the end, printing a live view and a summary; returns where the results are."""
+    uri = spec.tracking_uri()
+    client = tracking.client_for(uri)
+    experiment_id = tracking.experiment_id_for(client, spec.tracking.experiment)
+    search_id = f"{spec.name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    storage_path = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
+    planned = planned_trials(spec)
+    parent_run_id = tracking.start_search_run(
+        client, experiment_id=experiment_id, spec=spec, search_id=search_id,
+        experiment_path=str(storage_path / search_id), spec_yaml=dump_spec(spec), planned_trials=planned)
+    print(f"search {search_id}: {planned} trials, {spec.search.algorithm} search over {spec.dataset.name}, "
+          f"{spec.search.max_concurrent} at a time; tracking in {uri}", flush=True)
+    init_ray(address, num_cpus=num_cpus)
+    tuner = _build_tuner(spec, search_id=search_id, storage_path=storage_path, tracking_uri=uri,
+                         experiment_id=experiment_id, parent_run_id=parent_run_id, planned=planned)
+    return _fit(tuner, spec=spec, search_id=search_id, parent_run_id=parent_run_id, tracking_uri=uri)
+
+
+def resume_search(search: str, *, tracking_uri: str | None = None, address: str | None = None,
+                  num_cpus: int | None = None) -> SearchOutcome:
+    """Finish an interrupted search from Tune's experiment state; trials continue their own runs."""
+    from ray import tune
+
+    uri = query.resolve_uri(tracking_uri)
+    found = query.find_search(search, uri)
+    client = tracking.client_for(uri)
+    spec_text = client.download_artifacts(found.run_id, tracking.SPEC_ARTIFACT)
+    import yaml
+
+    spec = validate_spec(yaml.safe_load(Path(spec_text).read_text()))
+    if not tune.Tuner.can_restore(found.experiment_path):
+        raise query.SearchNotFound(f"search {found.search_id!r} has no experiment state at "
+                                   f"{found.experiment_path}; it cannot be resumed")
+    print(f"resuming search {found.search_id} from {found.experiment_path}", flush=True)
+    tracking.reopen_search_run(client, found.run_id)
+    init_ray(address, num_cpus=num_cpus)
+    from hpsearch.platform.trial import make_trainable
+
+    tuner = tune.Tuner.restore(found.experiment_path, trainable=make_trainable(
+        _shared(spec), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
+        resume_unfinished=True, resume_errored=True)
+    return _fit(tuner, spec=spec, search_id=found.search_id, parent_run_id=found.run_id, tracking_uri=uri)
+
+
+def _shared(spec: Spec) -> dict[str, Any]:
+    """What every trial of the search needs besides its own parameters."""
+    dataset = spec.dataset.model_dump()
+    if dataset["root"] is not None:
+        dataset["root"] = str(Path(dataset["root"]).expanduser().resolve())
+    return {"dataset": dataset, "train": spec.train.model_dump(), "metric": spec.search.metric,
+            "mode": spec.search.mode, "cpus": spec.resources.cpus}
+
+
+def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri: str, experiment_id: str,
+                 parent_run_id: str, planned: int):
+    from ray import tune
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from hpsearch.platform.trial import make_trainable
+
+    search = spec.search
+    if search.algorithm == "optuna":
+        search_alg = ConcurrencyLimiter(
+            make_optuna_searcher(spec.space, metric=search.metric, mode=search.mode, seed=search.seed),
+            max_concurrent=search.max_concurrent)
+        param_space = None
+    else:
+        search_alg = BasicVariantGenerator(random_state=search.seed, max_concurrent=search.max_concurrent)
+        param_space = to_ray(spec.space, search.algorithm)
+    scheduler = None
+    if search.scheduler.name == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.train.epochs,
+                                  grace_period=min(search.scheduler.grace_period, spec.train.epochs),
+                                  reduction_factor=search.scheduler.reduction_factor)
+    callbacks = [
+        tracking.TrialTracker(tracking_uri=tracking_uri, experiment_id=experiment_id, parent_run_id=parent_run_id,
+                              search_id=search_id, metric=search.metric, epochs=spec.train.epochs),
+        LiveView(metric=search.metric, mode=search.mode, planned=planned, epochs=spec.train.epochs),
+    ]
+    return tune.Tuner(
+        make_trainable(_shared(spec), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=search.metric, mode=search.mode, search_alg=search_alg, scheduler=scheduler,
+            num_samples=search.num_samples, reuse_actors=True,
+            trial_dirname_creator=lambda trial: trial.trial_id),
+        run_config=RunConfig(
+            name=search_id, storage_path=str(storage_path), callbacks=callbacks, verbose=0,
+            # Trials checkpoint only when they improve, so the latest checkpoint is the best one.
+            # Keeping them all means no forced experiment snapshot per checkpoint.
+            checkpoint_config=CheckpointConfig(num_to_keep=None),
+            failure_config=FailureConfig(max_failures=search.max_failures)),
+    )
+
+
+def _fit(tuner, *, spec: Spec, search_id: str, parent_run_id: str, tracking_uri: str) -> SearchOutcome:
+    client = tracking.client_for(tracking_uri)
+    started = time.monotonic()
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        tracking.finish_search_run(client, parent_run_id, status="interrupted", best_value=None,
+                                   metric=spec.search.metric, counts={})
+        print(f"\ninterrupted; finish it with: hpsearch resume {search_id}", flush=True)
+        raise
+    table = query.trials(parent_run_id, tracking_uri)
+    counts = {status: int((table["status"] == status).sum())
+              for status in ("completed", "stopped_early", "diverged", "failed")}
+    best = query.best(parent_run_id, tracking_uri) if counts["completed"] + counts["stopped_early"] else None
+    status = "completed" if best is not None else "failed"
+    tracking.finish_search_run(client, parent_run_id, status=status, metric=spec.search.metric,
+                               best_value=best["value"] if best else None, counts=counts)
+    _print_summary(table, spec=spec, search_id=search_id, best=best, counts=counts,
+                   seconds=time.monotonic() - started, tracking_uri=tracking_uri)
+    return SearchOutcome(search_id, parent_run_id, tracking_uri, status, counts, best)
+
+
+def _print_summary(table, *, spec: Spec, search_id: str, best, counts, seconds: float, tracking_uri: str) -> None:
+    metric = spec.search.metric
+    done = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n)
+    print(f"\nsearch {search_id} finished in {seconds:.1f}s: {done or 'no trials'}\n")
+    print(summary_table(table, metric=metric, mode=spec.search.mode))
+    if best:
+        config = ", ".join(f"{k}={v}" for k, v in best["config"].items())
+        print(f"\nbest: trial {best['trial']}, {metric} {best['value']:.4f} at epoch {best['best_epoch']}"
+              f"\n      {config}")
+    ui = f"mlflow ui --backend-store-uri {tracking_uri}" if tracking_uri.startswith("sqlite") else tracking_uri
+    print(f"\nresults: MLflow experiment {spec.tracking.experiment!r}, parent run {search_id}\n"
+          f"  hpsearch trials {spec.name}      # every trial as a table (--format csv|json)\n"
+          f"  hpsearch best {spec.name}        # the best configuration\n"
+          f"  {ui}\n"
+          f"  notebook: from hpsearch import query; query.trials({spec.name!r})", flush=True)

@@ -1,0 +1,273 @@
+"""All MLflow writes: one parent run per search, one child run per trial.
+
+Trial runs are written from the driver through a Tune callback and a background writer thread,
+so a trial never needs MLflow or a path on the driver's disk, and the controller loop never
+waits on the tracking store. A trial's run is found again by its Tune trial id, so a retried or
+restored trial continues its own run, and an epoch that was already logged is never logged twice.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from hpsearch import __version__
+from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
+from ray import tune
+
+from hpsearch.platform.space import flatten_config
+
+logger = logging.getLogger(__name__)
+
+# Tag names, shared with the query layer.
+ROLE = "hpsearch.role"  # "search" on a parent run, "trial" on a child run
+SEARCH_ID = "hpsearch.search_id"
+SEARCH_NAME = "hpsearch.search_name"
+TRIAL_ID = "hpsearch.trial_id"
+STATUS = "hpsearch.status"  # search: running/completed/interrupted/failed; trial: see TRIAL_STATUSES
+EXPERIMENT_PATH = "hpsearch.experiment_path"
+METRIC = "hpsearch.metric"
+MODE = "hpsearch.mode"
+ALGORITHM = "hpsearch.algorithm"
+NODE = "hpsearch.node"
+ERROR = "hpsearch.error"
+PARENT = "mlflow.parentRunId"
+SPEC_ARTIFACT = "spec.yaml"
+CHECKPOINT_ARTIFACT = "checkpoint"
+TRIAL_STATUSES = ("running", "completed", "stopped_early", "failed")
+
+
+def client_for(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def experiment_id_for(client, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def start_search_run(client, *, experiment_id: str, spec, search_id: str, experiment_path: str,
+                     spec_yaml: str, planned_trials: int) -> str:
+    """Create the parent run of a search, with its spec as an artifact."""
+    from mlflow.entities import Param
+
+    tags = {
+        ROLE: "search", SEARCH_ID: search_id, SEARCH_NAME: spec.name, STATUS: "running",
+        "hpsearch.spec_hash": spec.spec_hash(), ALGORITHM: spec.search.algorithm,
+        METRIC: spec.search.metric, MODE: spec.search.mode, "hpsearch.version": __version__,
+        EXPERIMENT_PATH: experiment_path, "hpsearch.planned_trials": str(planned_trials),
+        "mlflow.runName": search_id,
+    }
+    commit = git_commit()
+    if commit:
+        tags["hpsearch.git_commit"] = commit
+    run = client.create_run(experiment_id, tags=tags, run_name=search_id)
+    settings = {
+        "dataset": spec.dataset.name, "algorithm": spec.search.algorithm, "metric": spec.search.metric,
+        "mode": spec.search.mode, "num_samples": spec.search.num_samples,
+        "scheduler": spec.search.scheduler.name, "epochs": spec.train.epochs,
+        "max_concurrent": spec.search.max_concurrent, "seed": spec.search.seed,
+    }
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in settings.items()])
+    client.log_text(run.info.run_id, spec_yaml, SPEC_ARTIFACT)
+    return run.info.run_id
+
+
+def finish_search_run(client, run_id: str, *, status: str, best_value: float | None, metric: str,
+                      counts: Mapping[str, int]) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"trials_{name}", float(count), now, 0) for name, count in counts.items()]
+    if best_value is not None:
+        metrics.append(Metric(f"best_{metric}", float(best_value), now, 0))
+    client.log_batch(run_id, metrics=metrics)
+    client.set_tag(run_id, STATUS, status)
+    mlflow_status = {"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
+    client.set_terminated(run_id, mlflow_status)
+
+
+def reopen_search_run(client, run_id: str) -> None:
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, STATUS, "running")
+
+
+@dataclass
+class _TrialRun:
+    run_id: str
+    last_step: int  # the last epoch already in MLflow; later reports log only epochs after it
+    node_logged: bool = False
+
+
+class TrialTracker(tune.Callback):
+    """A Tune callback that mirrors every trial into an MLflow child run of the search's run."""
+
+    def __init__(self, *, tracking_uri: str, experiment_id: str, parent_run_id: str, search_id: str,
+                 metric: str, epochs: int) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.search_id = search_id
+        self.metric = metric
+        self.epochs = epochs
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+
+    # Tune pickles its callbacks with the experiment; the thread and queue are rebuilt in setup.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_queue", "_thread", "_runs", "_client")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._queue = None
+        self._thread = None
+
+    def setup(self, **info) -> None:
+        self._client = client_for(self.tracking_uri)
+        self._runs = self._existing_trial_runs()
+        self._queue = queue.Queue()
+        self._thread = threading.Thread(target=self._write_loop, name="hpsearch-mlflow", daemon=True)
+        self._thread.start()
+
+    # ---- Tune events, called on the driver's controller loop: only enqueue.
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._put("start", trial.trial_id, flatten_config(trial.config))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._put("result", trial.trial_id, dict(result))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        last = trial.last_result or {}
+        if last.get("diverged"):
+            status = "diverged"
+        elif last.get("epoch", 0) >= self.epochs:
+            status = "completed"
+        else:
+            status = "stopped_early"
+        self._put("end", trial.trial_id, (status, None, trial.checkpoint))
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._put("end", trial.trial_id, ("failed", _error_line(trial), trial.checkpoint))
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _put(self, kind: str, trial_id: str, payload: Any) -> None:
+        if self._queue is None:
+            self.setup()
+        self._queue.put((kind, trial_id, payload))
+
+    # ---- the writer thread
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            kind, trial_id, payload = item
+            try:
+                getattr(self, f"_write_{kind}")(trial_id, payload)
+            except Exception:  # a tracking hiccup must not end the search
+                logger.exception("hpsearch: could not write %s of trial %s to MLflow", kind, trial_id)
+
+    def _existing_trial_runs(self) -> dict[str, _TrialRun]:
+        runs = self._client.search_runs(
+            [self.experiment_id], filter_string=f"tags.{PARENT} = '{self.parent_run_id}'", max_results=50000)
+        return {run.data.tags[TRIAL_ID]: _TrialRun(run.info.run_id, int(run.data.metrics.get("epoch", 0)),
+                                                  NODE in run.data.tags)
+                for run in runs if TRIAL_ID in run.data.tags}
+
+    def _write_start(self, trial_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        known = self._runs.get(trial_id)
+        if known is not None:  # a retried or restored trial continues its own run
+            self._client.update_run(known.run_id, status="RUNNING")
+            self._client.set_tag(known.run_id, STATUS, "running")
+            return
+        tags = {PARENT: self.parent_run_id, ROLE: "trial", TRIAL_ID: trial_id, SEARCH_ID: self.search_id,
+                STATUS: "running"}
+        run = self._client.create_run(self.experiment_id, tags=tags, run_name=_trial_name(trial_id))
+        self._client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
+        self._runs[trial_id] = _TrialRun(run.info.run_id, last_step=0)
+
+    def _write_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        run = self._runs[trial_id]
+        step = int(result.get("epoch", 0))
+        if step <= run.last_step:  # replayed after a restore: already in MLflow
+            return
+        timestamp = int(result.get("timestamp", time.time()) * 1000)
+        metrics = [Metric(name, float(value), timestamp, step) for name, value in result.items()
+                   if name in _LOGGED_METRICS and isinstance(value, (int, float))]
+        tags = []
+        if not run.node_logged:
+            tags.append(RunTag(NODE, f"{result.get('hostname', '?')} ({result.get('node_ip', '?')})"))
+            run.node_logged = True
+        self._client.log_batch(run.run_id, metrics=metrics, tags=tags)
+        run.last_step = step
+
+    def _write_end(self, trial_id: str, payload) -> None:
+        status, error, checkpoint = payload
+        run = self._runs.get(trial_id)
+        if run is None:  # failed before it started
+            self._write_start(trial_id, {})
+            run = self._runs[trial_id]
+        if checkpoint is not None:
+            _log_checkpoint(self._client, run.run_id, checkpoint)
+        self._client.set_tag(run.run_id, STATUS, status)
+        if error:
+            self._client.set_tag(run.run_id, ERROR, error[:5000])
+        self._client.set_terminated(run.run_id, "FAILED" if status == "failed" else "FINISHED")
+
+
+def _log_checkpoint(client, run_id: str, checkpoint) -> None:
+    """The trial's best epoch's checkpoint (the only one Tune keeps) as the run's artifact."""
+    with checkpoint.as_directory() as directory:
+        client.log_artifacts(run_id, directory, CHECKPOINT_ARTIFACT)
+
+
+_LOGGED_METRICS = frozenset({
+    "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds",
+    "images_per_second", "epoch", "best_epoch", "best_val_accuracy", "best_val_loss",
+    "best_train_loss", "best_train_accuracy",
+})
+
+
+def _trial_name(trial_id: str) -> str:
+    return f"trial_{trial_id.rsplit('_', 1)[-1]}"
+
+
+def _param_value(value: Any) -> str:
+    return str(value)[:6000]
+
+
+def _error_line(trial) -> str:
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        text = Path(path).read_text() if path else ""
+    except OSError:
+        text = ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "trial failed"

@@ -1,0 +1,85 @@
+"""The Ray adapter: a Tune Trainable that runs one epoch of hpsearch's training loop per step.
+
+Actors are reused between trials (`reset_config`), and the dataset is loaded once per worker
+process (`load_dataset` is cached), so a short trial costs little more than its epochs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
+from ray import tune
+
+from hpsearch.platform.space import flatten_config
+from hpsearch.trainables import TrainConfig, TrainingSession, is_diverged, load_dataset
+
+STATE_FILE = "training_state.pt"
+MODEL_FILE = "model.pt"  # the weights alone, for users: torch.load + model.load_state_dict
+CONFIG_FILE = "config.json"
+
+
+class SearchTrial(tune.Trainable):
+    """`setup` receives, through `tune.with_parameters`, what every trial of a search shares."""
+
+    def setup(self, config: dict[str, Any], *, shared: Mapping[str, Any]) -> None:
+        self._shared = shared
+        torch.set_num_threads(max(1, int(shared["cpus"])))
+        self._start(config)
+
+    def _start(self, config: dict[str, Any]) -> None:
+        params = flatten_config(config)
+        self._train_config = TrainConfig.model_validate({**self._shared["train"], **params})
+        data = load_dataset(**self._shared["dataset"])
+        self._session = TrainingSession(self._train_config, data=data, device=_device())
+        self._best_value: float | None = None
+        self._best_epoch = 0
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        self._start(new_config)
+        return True
+
+    def step(self) -> dict[str, Any]:
+        metrics = self._session.run_epoch()
+        metric, mode = self._shared["metric"], self._shared["mode"]
+        value = metrics[metric]
+        improved = value == value and (self._best_value is None or
+                                       (value > self._best_value if mode == "max" else value < self._best_value))
+        if improved:
+            self._best_value, self._best_epoch = value, self._session.epoch
+        diverged = is_diverged(metrics)
+        return {
+            **metrics,
+            "epoch": self._session.epoch,
+            f"best_{metric}": self._best_value if self._best_value is not None else value,
+            "best_epoch": self._best_epoch,
+            # Only improvements are checkpointed: Tune's latest checkpoint is the best epoch's.
+            "should_checkpoint": improved,
+            "diverged": diverged,
+            "done": self._session.finished or diverged,
+        }
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        directory = Path(checkpoint_dir)
+        state = {**self._session.state_dict(), "best_value": self._best_value, "best_epoch": self._best_epoch}
+        torch.save(state, directory / STATE_FILE)
+        torch.save(self._session.model.state_dict(), directory / MODEL_FILE)
+        (directory / CONFIG_FILE).write_text(self._train_config.model_dump_json(indent=2))
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        state = torch.load(Path(checkpoint_dir) / STATE_FILE, map_location=self._session.device, weights_only=False)
+        self._session.load_state_dict(state)
+        self._best_value, self._best_epoch = state["best_value"], state["best_epoch"]
+
+
+def _device() -> str:
+    """The GPU Ray assigned to this trial, if any; Ray sets CUDA_VISIBLE_DEVICES accordingly."""
+    import ray
+
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+
+def make_trainable(shared: Mapping[str, Any], *, cpus: float, gpus: float):
+    return tune.with_resources(tune.with_parameters(SearchTrial, shared=dict(shared)), {"cpu": cpus, "gpu": gpus})

@@ -1,0 +1,1 @@
+"""Built-in search specs, shipped as package data: `hpsearch list` names them."""

@@ -1,0 +1,132 @@
+"""Datasets as uint8 tensors held in memory, split once per process and normalized per batch."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hpsearch.trainables.config import DATASETS
+
+# Held out of every digits search so that a final test evaluation stays honest.
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_TEST_SEED = 1797
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # uint8, N x C x H x W
+    labels: torch.Tensor  # int64, N
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """Train, validation and test splits of one dataset, with the statistics to normalize them."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    mean: tuple[float, ...]  # per channel, in raw pixel units
+    std: tuple[float, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        channels, height, width = self.train.images.shape[1:]
+        return int(channels), int(height), int(width)
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    train_images: np.ndarray  # uint8, N x C x H x W: the split train and val are drawn from
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()
+
+
+@functools.lru_cache(maxsize=4)
+def load_dataset(name: str, *, root: str | None = None, download: bool = False,
+                 val_fraction: float = 0.2, seed: int = 0) -> DatasetSplits:
+    """Load, split and describe a dataset; cached so a worker process reads each dataset once."""
+    raw = DATASETS.get(name)(root=_resolve_root(root), download=download)
+    train_idx, val_idx = _split_indices(len(raw.train_labels), val_fraction, seed)
+    train = _to_split(raw.train_images[train_idx], raw.train_labels[train_idx])
+    pixels = train.images.double()
+    mean = pixels.mean(dim=(0, 2, 3))
+    std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return DatasetSplits(
+        name=name,
+        train=train,
+        val=_to_split(raw.train_images[val_idx], raw.train_labels[val_idx]),
+        test=_to_split(raw.test_images, raw.test_labels),
+        num_classes=raw.num_classes,
+        mean=tuple(mean.tolist()),
+        std=tuple(std.tolist()),
+    )
+
+
+def _resolve_root(root: str | None) -> str:
+    return str(Path(root).expanduser() if root else Path.home() / ".cache" / "hpsearch" / "data")
+
+
+def _split_indices(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(count)
+    val_count = max(1, round(count * val_fraction))
+    return np.sort(order[val_count:]), np.sort(order[:val_count])
+
+
+def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
+    return Split(torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)),
+                 torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+
+
+@DATASETS.register("digits")
+def _digits(*, root: str, download: bool) -> RawDataset:
+    """scikit-learn's 1,797 8x8 digits (pixel values 0-16), shipped inside scikit-learn."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.uint8)[:, None, :, :]
+    labels = bunch.target.astype(np.int64)
+    train_idx, test_idx = _split_indices(len(labels), DIGITS_TEST_FRACTION, DIGITS_TEST_SEED)
+    return RawDataset(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], 10)
+
+
+def _torchvision_dataset(cls_name: str):
+    def load(*, root: str, download: bool) -> RawDataset:
+        import torchvision
+
+        cls = getattr(torchvision.datasets, cls_name)
+        try:
+            train = cls(root, train=True, download=download)
+            test = cls(root, train=False, download=download)
+        except RuntimeError as error:  # torchvision's "Dataset not found" when files are missing
+            hint = "" if download else "; set dataset.download: true to fetch it"
+            raise FileNotFoundError(f"dataset {cls_name} not found under {root}{hint} ({error})") from None
+        return RawDataset(_nchw(train.data), np.asarray(train.targets), _nchw(test.data),
+                          np.asarray(test.targets), len(train.classes))
+
+    return load
+
+
+def _nchw(images) -> np.ndarray:
+    array = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if array.ndim == 3:  # grayscale N x H x W
+        return array[:, None, :, :]
+    return array.transpose(0, 3, 1, 2)  # CIFAR's N x H x W x C
+
+
+DATASETS.register("mnist")(_torchvision_dataset("MNIST"))
+DATASETS.register("fashion_mnist")(_torchvision_dataset("FashionMNIST"))
+DATASETS.register("cifar10")(_torchvision_dataset("CIFAR10"))

@@ -1,0 +1,129 @@
+"""The training loop a trial runs. Pure: no Ray, no MLflow; data, device and reporting come in."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from hpsearch.trainables.config import TrainConfig
+from hpsearch.trainables.data import DatasetSplits, Split
+from hpsearch.trainables.models import build_model
+from hpsearch.trainables.optim import build_optimizer
+
+EVAL_BATCH_SIZE = 2048  # examples per forward pass when evaluating; no gradients are kept
+Metrics = dict[str, float]
+
+
+class TrainingSession:
+    """One model being trained, an epoch at a time, with its whole state saveable and restorable."""
+
+    def __init__(self, config: TrainConfig, *, data: DatasetSplits, device: str | torch.device = "cpu") -> None:
+        self.config = config
+        self.data = data
+        self.device = torch.device(device)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config, input_shape=data.input_shape, num_classes=data.num_classes)
+        self.model.to(self.device)
+        self.optimizer = build_optimizer(config, self.model.parameters())
+        self.batch_order = torch.Generator().manual_seed(config.seed)
+        shape = (1, -1, 1, 1)
+        self._mean = torch.tensor(data.mean, device=self.device).view(shape)
+        self._std = torch.tensor(data.std, device=self.device).view(shape)
+        self._train = _to_device(data.train, self.device)
+        self._val = _to_device(data.val, self.device)
+        self.epoch = 0
+        self.history: list[Metrics] = []
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.config.epochs
+
+    def run_epoch(self) -> Metrics:
+        """Train one pass over the training split, then evaluate on the validation split."""
+        started = time.perf_counter()
+        self.model.train()
+        images, labels = self._train.images, self._train.labels
+        order = torch.randperm(len(labels), generator=self.batch_order).to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for batch in order.split(self.config.batch_size):
+            inputs = self._normalize(images[batch])
+            targets = labels[batch]
+            logits = self.model(inputs)
+            loss = F.cross_entropy(logits, targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach() * len(batch)
+            correct += (logits.detach().argmax(1) == targets).sum()
+        train_seconds = time.perf_counter() - started
+        val_loss, val_accuracy = self.evaluate(self._val)
+        self.epoch += 1
+        metrics = {
+            "train_loss": float(loss_sum) / len(labels),
+            "train_accuracy": float(correct) / len(labels),
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch_seconds": time.perf_counter() - started,
+            "images_per_second": len(labels) / train_seconds,
+        }
+        self.history.append(metrics)
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, split: Split) -> tuple[float, float]:
+        """Mean cross-entropy and top-1 accuracy over a split."""
+        self.model.eval()
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(split), EVAL_BATCH_SIZE):
+            inputs = self._normalize(split.images[start:start + EVAL_BATCH_SIZE])
+            targets = split.labels[start:start + EVAL_BATCH_SIZE]
+            logits = self.model(inputs)
+            loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
+            correct += int((logits.argmax(1) == targets).sum())
+        return loss_sum / len(split), correct / len(split)
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() - self._mean) / self._std
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "batch_order": self.batch_order.get_state(),
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.epoch = state["epoch"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batch_order.set_state(state["batch_order"])
+        self.history = list(state["history"])
+
+
+def _to_device(split: Split, device: torch.device) -> Split:
+    return split if device.type == "cpu" else Split(split.images.to(device), split.labels.to(device))
+
+
+def is_diverged(metrics: Metrics) -> bool:
+    return not (math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"]))
+
+
+def train(config: TrainConfig, report: Callable[[Metrics], bool | None], *, data: DatasetSplits,
+          device: str | torch.device = "cpu") -> list[Metrics]:
+    """Train for `config.epochs`, calling `report(metrics)` after each epoch; a truthy return stops.
+
+    Returns the per-epoch metrics.
+    """
+    session = TrainingSession(config, data=data, device=device)
+    while not session.finished:
+        metrics = session.run_epoch()
+        if report(metrics) or is_diverged(metrics):
+            break
+    return session.history
