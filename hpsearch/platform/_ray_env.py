@@ -16,4 +16,6 @@ WORKER_ENV = {
 }
 # The driver prints hpsearch's own live view; Tune's tables would bury it.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Snapshot the experiment state often enough that a crash loses little of a search.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 os.environ.update({key: value for key, value in WORKER_ENV.items() if key not in os.environ})
