@@ -64,11 +64,17 @@ class SearchSettings(_Frozen):
     algorithm: Literal["grid", "random", "optuna"] = "random"
     metric: str = "val_accuracy"
     mode: Literal["max", "min"] = "max"
-    num_samples: int = Field(default=8, ge=1)  # trials; for grid, repeats of the whole grid
+    num_samples: int = Field(default=None, ge=1, validate_default=False)  # trials (default 8); grid: repeats of the grid (default 1)
     max_concurrent: int = Field(default=2, ge=1)  # trials running at once
     seed: int = Field(default=0, ge=0)  # of the sampler: same seed, same configurations
     scheduler: SchedulerSpec = SchedulerSpec()
     max_failures: int = Field(default=1, ge=0)  # retries of a failed trial, from its checkpoint
+
+    @model_validator(mode="after")
+    def _default_samples(self) -> "SearchSettings":
+        if self.num_samples is None:
+            object.__setattr__(self, "num_samples", 1 if self.algorithm == "grid" else 8)
+        return self
 
     @field_validator("metric")
     @classmethod

@@ -71,8 +71,8 @@ BAD_SPECS = [
     ),
     pytest.param(
         """\
-        name: bad
-        """.replace("name: bad", "description: no name"),
+        description: a spec without a name
+        """,
         r"^name: required, missing",
         id="name-missing",
     ),

@@ -86,8 +86,8 @@ def _bias_before_batchnorm_params() -> list:
     marks = {"lenet5": pytest.mark.xfail(
         strict=True,
         reason="bug: lenet5 keeps nn.Conv2d(..., bias=True) in front of BatchNorm2d when batchnorm=True; "
-               "the bias is cancelled by the normalization (dead parameters, zero gradient), whereas cnn "
-               "and mlp pass bias=not config.batchnorm")}
+               "the normalization cancels that bias (dead parameters, mathematically zero gradient), "
+               "whereas cnn and mlp pass bias=not config.batchnorm")}
     return [pytest.param(model, marks=marks.get(model, ())) for model in MODELS.names()]
 
 
