@@ -8,15 +8,15 @@
 """
 from __future__ import annotations
 
-import os
+import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
-from hpsearch.platform import tracking as tags
-from hpsearch.platform.spec import DEFAULT_TRACKING_URI
-from hpsearch.trainables.registry import did_you_mean
+from hpsearch._suggest import did_you_mean
+from hpsearch.platform import tags
+from hpsearch.platform.tags import resolve_uri
 
 
 class SearchNotFound(LookupError):
@@ -35,23 +35,32 @@ class Search:
     experiment_path: str
 
 
-def resolve_uri(tracking_uri: str | None = None) -> str:
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+@contextlib.contextmanager
+def _using(tracking_uri: str) -> Iterator[None]:
+    """mlflow.search_runs reads the global tracking URI; leave the caller's as it was."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def _search_runs(tracking_uri: str, filter_string: str, experiment_ids: list[str] | None = None) -> pd.DataFrame:
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
-    if experiment_ids is None:
-        return mlflow.search_runs(search_all_experiments=True, filter_string=filter_string, max_results=100000)
-    return mlflow.search_runs(experiment_ids=experiment_ids, filter_string=filter_string, max_results=100000)
+    with _using(tracking_uri):
+        if experiment_ids is None:
+            return mlflow.search_runs(search_all_experiments=True, filter_string=filter_string, max_results=100000)
+        return mlflow.search_runs(experiment_ids=experiment_ids, filter_string=filter_string, max_results=100000)
 
 
 def searches(tracking_uri: str | None = None) -> pd.DataFrame:
     """One row per search, newest first: id, name, algorithm, status, trial counts, best metric, timing."""
     runs = _search_runs(resolve_uri(tracking_uri), f"tags.`{tags.ROLE}` = 'search'")
-    columns = ["search_id", "name", "algorithm", "status", "metric", "best", "trials", "start_time",
+    columns = ["search_id", "name", "algorithm", "status", "metric", "mode", "best", "trials", "start_time",
                "duration_s", "run_id", "experiment_id"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
@@ -61,8 +70,9 @@ def searches(tracking_uri: str | None = None) -> pd.DataFrame:
         "algorithm": runs[f"tags.{tags.ALGORITHM}"],
         "status": runs[f"tags.{tags.STATUS}"],
         "metric": runs[f"tags.{tags.METRIC}"],
+        "mode": runs[f"tags.{tags.MODE}"],
         "best": [row.get(f"metrics.best_{row[f'tags.{tags.METRIC}']}") for _, row in runs.iterrows()],
-        "trials": pd.to_numeric(runs.get(f"tags.hpsearch.planned_trials"), errors="coerce"),
+        "trials": pd.to_numeric(runs[f"tags.{tags.PLANNED_TRIALS}"], errors="coerce").astype("Int64"),
         "start_time": runs["start_time"],
         "duration_s": _duration_s(runs),
         "run_id": runs["run_id"],
@@ -104,17 +114,20 @@ def trials(search: str | Search, tracking_uri: str | None = None) -> pd.DataFram
         "trial_id": runs[f"tags.{tags.TRIAL_ID}"],
         "status": runs[f"tags.{tags.STATUS}"],
         "run_id": runs["run_id"],
-        "epochs": runs.get("metrics.epoch"),
+        "epochs": runs.get("metrics.epoch", pd.Series(dtype=float)).astype("Int64"),
         "duration_s": _duration_s(runs),
         "node": runs.get(f"tags.{tags.NODE}"),
     })
     metric_columns = [c for c in runs.columns if c.startswith("metrics.")]
     for column in metric_columns:
         name = column.removeprefix("metrics.")
-        if name != "epoch":
+        if name == "best_epoch":
+            frame[name] = runs[column].astype("Int64")
+        elif name != "epoch":
             frame[name] = runs[column]
     for column in (c for c in runs.columns if c.startswith("params.")):
-        frame[column] = runs[column].map(_parse_param)
+        # object dtype keeps 2 an int beside a missing value in another branch's trials
+        frame[column] = pd.Series([_parse_param(v) for v in runs[column]], index=runs.index, dtype=object)
     return frame.sort_values("trial", ignore_index=True)
 
 
@@ -141,13 +154,15 @@ def best(search: str | Search, tracking_uri: str | None = None) -> dict[str, Any
     if table.empty or column not in table or table[column].isna().all():
         raise SearchNotFound(f"search {found.search_id!r} has no trial with a {found.metric} yet")
     row = table.loc[table[column].idxmax() if found.mode == "max" else table[column].idxmin()]
-    import mlflow
-
-    params = mlflow.tracking.MlflowClient(tracking_uri=uri).get_run(row["run_id"]).data.params
-    config = {name: _parse_param(value) for name, value in params.items()}
+    config = {c.removeprefix("params."): row[c] for c in table.columns
+              if c.startswith("params.") and not _missing(row[c])}
     return {"search_id": found.search_id, "trial": row["trial"], "run_id": row["run_id"],
             "metric": found.metric, "value": float(row[column]), "best_epoch": int(row["best_epoch"]),
             "status": row["status"], "config": config}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def _duration_s(runs: pd.DataFrame) -> pd.Series:

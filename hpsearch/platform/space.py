@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
-from hpsearch.trainables.registry import did_you_mean
+from hpsearch._suggest import did_you_mean
 
 KINDS = ("constant", "choice", "grid", "uniform", "loguniform", "int")
 ALGORITHMS = ("grid", "random", "optuna")

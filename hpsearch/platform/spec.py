@@ -12,19 +12,21 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hpsearch.platform.tags import resolve_uri
 from hpsearch.platform.space import ALGORITHMS, SearchSpace, SpaceError, check_algorithm, parse_space
 from hpsearch.trainables import DATASETS, EPOCH_METRICS, TrainConfig
-from hpsearch.trainables.registry import did_you_mean
+from hpsearch._suggest import did_you_mean
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 BUILTIN_PACKAGE = "hpsearch.search_spaces"
 # Set only by the spec's `train` section: a search's length and ASHA's budget are in epochs.
 FIXED_ONLY = ("epochs",)
+SCHEDULERS = ("none", "asha")
+MODES = ("max", "min")
 
 
 class SpecError(ValueError):
@@ -54,16 +56,27 @@ class DatasetSpec(_Frozen):
         return name
 
 
+def _one_of(value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {list(allowed)}{did_you_mean(value, allowed)}")
+    return value
+
+
 class SchedulerSpec(_Frozen):
-    name: Literal["none", "asha"] = "none"
+    name: str = "none"  # none | asha
     grace_period: int = Field(default=1, ge=1)  # epochs every trial runs before it can be stopped
     reduction_factor: float = Field(default=3.0, gt=1.0)  # 1/fraction of trials promoted per rung
 
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        return _one_of(name, SCHEDULERS)
+
 
 class SearchSettings(_Frozen):
-    algorithm: Literal["grid", "random", "optuna"] = "random"
+    algorithm: str = "random"  # grid | random | optuna
     metric: str = "val_accuracy"
-    mode: Literal["max", "min"] = "max"
+    mode: str = "max"  # max | min
     num_samples: int = Field(default=None, ge=1, validate_default=False)  # trials (default 8); grid: repeats of the grid (default 1)
     max_concurrent: int = Field(default=2, ge=1)  # trials running at once
     seed: int = Field(default=0, ge=0)  # of the sampler: same seed, same configurations
@@ -75,6 +88,16 @@ class SearchSettings(_Frozen):
         if self.num_samples is None:
             object.__setattr__(self, "num_samples", 1 if self.algorithm == "grid" else 8)
         return self
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, algorithm: str) -> str:
+        return _one_of(algorithm, ALGORITHMS)
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, mode: str) -> str:
+        return _one_of(mode, MODES)
 
     @field_validator("metric")
     @classmethod
@@ -123,7 +146,7 @@ class Spec(_Frozen):
         return self
 
     def tracking_uri(self) -> str:
-        return self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        return resolve_uri(self.tracking.uri)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data, space included, exactly as it would be written in YAML."""
@@ -257,7 +280,9 @@ def _format_errors(error: ValidationError, raw: Mapping[str, Any]) -> list[str]:
         elif item["type"] == "missing":
             problems.append(f"{path}: required, missing")
         else:
-            problems.append(f"{path}: {_show(item.get('input'))} is not allowed: {_clean_message(item['msg'])}")
+            shown, message = _show(item.get("input")), _clean_message(item["msg"])
+            # A message that already quotes the value reads better without repeating it.
+            problems.append(f"{path}: {message}" if shown in message else f"{path}: {shown} is not allowed: {message}")
     return problems
 
 
@@ -274,6 +299,7 @@ def _model_at(loc: list[str]) -> type[BaseModel] | None:
 
 def _clean_message(message: str) -> str:
     message = re.sub(r"^Value error, ", "", message)
+    message = re.sub(r" or instance of \w+", "", message)  # pydantic names the model class
     return message[0].lower() + message[1:] if message else message
 
 

@@ -25,22 +25,9 @@ from hpsearch.platform.space import flatten_config
 
 logger = logging.getLogger(__name__)
 
-# Tag names, shared with the query layer.
-ROLE = "hpsearch.role"  # "search" on a parent run, "trial" on a child run
-SEARCH_ID = "hpsearch.search_id"
-SEARCH_NAME = "hpsearch.search_name"
-TRIAL_ID = "hpsearch.trial_id"
-STATUS = "hpsearch.status"  # search: running/completed/interrupted/failed; trial: see TRIAL_STATUSES
-EXPERIMENT_PATH = "hpsearch.experiment_path"
-METRIC = "hpsearch.metric"
-MODE = "hpsearch.mode"
-ALGORITHM = "hpsearch.algorithm"
-NODE = "hpsearch.node"
-ERROR = "hpsearch.error"
-PARENT = "mlflow.parentRunId"
-SPEC_ARTIFACT = "spec.yaml"
-CHECKPOINT_ARTIFACT = "checkpoint"
-TRIAL_STATUSES = ("running", "completed", "stopped_early", "failed")
+from hpsearch.platform.tags import (ALGORITHM, CHECKPOINT_ARTIFACT, ERROR, EXPERIMENT_PATH, METRIC, MODE, NODE,
+                                   PARENT, PLANNED_TRIALS, ROLE, SEARCH_ID, SEARCH_NAME, SPEC_ARTIFACT, STATUS,
+                                   TRIAL_ID)
 
 
 def client_for(tracking_uri: str):
@@ -71,7 +58,7 @@ def start_search_run(client, *, experiment_id: str, spec, search_id: str, experi
         ROLE: "search", SEARCH_ID: search_id, SEARCH_NAME: spec.name, STATUS: "running",
         "hpsearch.spec_hash": spec.spec_hash(), ALGORITHM: spec.search.algorithm,
         METRIC: spec.search.metric, MODE: spec.search.mode, "hpsearch.version": __version__,
-        EXPERIMENT_PATH: experiment_path, "hpsearch.planned_trials": str(planned_trials),
+        EXPERIMENT_PATH: experiment_path, PLANNED_TRIALS: str(planned_trials),
         "mlflow.runName": search_id,
     }
     commit = git_commit()
@@ -166,6 +153,11 @@ class TrialTracker(tune.Callback):
         self._put("end", trial.trial_id, ("failed", _error_line(trial), trial.checkpoint))
 
     def on_experiment_end(self, trials, **info) -> None:
+        # A run left "running" belongs to a trial that no longer exists in Tune (lost in a crash
+        # before any snapshot recorded it): say so rather than leave it looking alive.
+        live = {trial.trial_id for trial in trials}
+        for trial_id in set(self._runs) - live:
+            self._put("orphan", trial_id, None)
         self.flush()
 
     def flush(self) -> None:
@@ -240,6 +232,13 @@ class TrialTracker(tune.Callback):
         if error:
             self._client.set_tag(run.run_id, ERROR, error[:5000])
         self._client.set_terminated(run.run_id, "FAILED" if status == "failed" else "FINISHED")
+
+
+    def _write_orphan(self, trial_id: str, _payload) -> None:
+        run_id = self._runs[trial_id].run_id
+        if self._client.get_run(run_id).info.status == "RUNNING":
+            self._client.set_tag(run_id, STATUS, "interrupted")
+            self._client.set_terminated(run_id, "KILLED")
 
 
 def _log_checkpoint(client, run_id: str, checkpoint) -> None:

@@ -43,10 +43,11 @@ def lenet5(config: TrainConfig, *, input_shape: InputShape, num_classes: int) ->
     """LeCun et al. 1998 with ReLU and max pooling; the second conv is padded on small images."""
     channels, height, _ = input_shape
     second_padding = 0 if height >= 16 else 2
+    bias = not config.batchnorm  # BatchNorm's shift makes a conv bias redundant
     features = nn.Sequential(
-        nn.Conv2d(channels, 6, 5, padding=2), *_norm2d(6, config), nn.ReLU(inplace=True),
+        nn.Conv2d(channels, 6, 5, padding=2, bias=bias), *_norm2d(6, config), nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5, padding=second_padding), *_norm2d(16, config), nn.ReLU(inplace=True),
+        nn.Conv2d(6, 16, 5, padding=second_padding, bias=bias), *_norm2d(16, config), nn.ReLU(inplace=True),
         nn.MaxPool2d(2, ceil_mode=True),
         nn.Flatten(),
     )

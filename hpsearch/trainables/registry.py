@@ -1,16 +1,12 @@
 """A small name -> factory registry, shared by models, optimizers and datasets."""
 from __future__ import annotations
 
-import difflib
 from typing import Callable, Generic, TypeVar
 
+from hpsearch._suggest import did_you_mean
+
 T = TypeVar("T", bound=Callable)
-
-
-def did_you_mean(name: object, choices: list[str]) -> str:
-    """' (did you mean 'x'?)' when a close match exists, else ''."""
-    matches = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
-    return f" (did you mean {matches[0]!r}?)" if matches else ""
+__all__ = ["Registry", "did_you_mean"]
 
 
 class Registry(Generic[T]):

@@ -96,6 +96,9 @@ class TrainingSession:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "batch_order": self.batch_order.get_state(),
+            # Dropout draws from torch's global generators.
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "history": list(self.history),
         }
 
@@ -104,6 +107,9 @@ class TrainingSession:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.batch_order.set_state(state["batch_order"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.history = list(state["history"])
 
 

@@ -81,17 +81,7 @@ def _layers_followed_by_batchnorm(model: nn.Module) -> list[tuple[str, nn.Module
             and isinstance(following, (nn.BatchNorm1d, nn.BatchNorm2d))]
 
 
-def _bias_before_batchnorm_params() -> list:
-    """lenet5 keeps its conv biases under batchnorm, unlike cnn and mlp (see the xfail reason)."""
-    marks = {"lenet5": pytest.mark.xfail(
-        strict=True,
-        reason="bug: lenet5 keeps nn.Conv2d(..., bias=True) in front of BatchNorm2d when batchnorm=True; "
-               "the normalization cancels that bias (dead parameters, mathematically zero gradient), "
-               "whereas cnn and mlp pass bias=not config.batchnorm")}
-    return [pytest.param(model, marks=marks.get(model, ())) for model in MODELS.names()]
-
-
-@pytest.mark.parametrize("name", _bias_before_batchnorm_params())
+@pytest.mark.parametrize("name", MODELS.names())
 def test_no_bias_in_front_of_batchnorm(name: str) -> None:
     model = _build(name, INPUT_SHAPES["mnist"], batchnorm=True)
     normalized = _layers_followed_by_batchnorm(model)

@@ -112,10 +112,6 @@ def test_resuming_from_state_dict_matches_an_uninterrupted_run(overrides: dict, 
     assert _deterministic(resumed) == _deterministic(uninterrupted)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: TrainingSession.state_dict() does not save the RNG that nn.Dropout draws its masks from (the "
-    "global torch RNG, seeded once in __init__), so a session resumed after epoch 2 uses different dropout "
-    "masks in epoch 3 than an uninterrupted run"))
 def test_resuming_with_dropout_matches_an_uninterrupted_run(digits) -> None:
     config = TrainConfig(epochs=3, seed=2, dropout=0.3, **QUICK)
     uninterrupted = _uninterrupted_history(config, digits)
