@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import sys
 from typing import Sequence
@@ -18,6 +19,9 @@ class UsageError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # MLflow announces every schema migration of a new SQLite store at INFO level.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -149,7 +153,7 @@ def _trials(args) -> int:
     if args.format == "csv":
         table.to_csv(sys.stdout, index=False)
     elif args.format == "json":
-        print(table.to_json(orient="records", indent=2, default_handler=str))
+        print(table.to_json(orient="records", indent=2, default_handler=str, double_precision=15))
     else:
         found = _find(query.find_search, args.search, args.tracking_uri)
         print(summary_table(table, metric=found.metric, mode=found.mode, limit=len(table)))
@@ -173,7 +177,7 @@ def _best(args) -> int:
 def _searches(args) -> int:
     from hpsearch.platform import query
 
-    table = query.searches(args.tracking_uri)
+    table = _find(query.searches, args.tracking_uri)
     if table.empty:
         print(f"no searches in {query.resolve_uri(args.tracking_uri)}")
         return 0

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -51,6 +52,7 @@ def _using(tracking_uri: str) -> Iterator[None]:
 def _search_runs(tracking_uri: str, filter_string: str, experiment_ids: list[str] | None = None) -> pd.DataFrame:
     import mlflow
 
+    _require_store(tracking_uri)
     with _using(tracking_uri):
         if experiment_ids is None:
             return mlflow.search_runs(search_all_experiments=True, filter_string=filter_string, max_results=100000)
@@ -159,6 +161,15 @@ def best(search: str | Search, tracking_uri: str | None = None) -> dict[str, Any
     return {"search_id": found.search_id, "trial": row["trial"], "run_id": row["run_id"],
             "metric": found.metric, "value": float(row[column]), "best_epoch": int(row["best_epoch"]),
             "status": row["status"], "config": config}
+
+
+def _require_store(tracking_uri: str) -> None:
+    """Reading must not create an empty SQLite store where the user mistyped a path."""
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise SearchNotFound(f"no tracking store at {tracking_uri} ({path.resolve()} does not exist); "
+                                 f"run a search first, or pass --tracking-uri")
 
 
 def _missing(value: Any) -> bool:

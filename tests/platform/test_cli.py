@@ -1,0 +1,66 @@
+"""The CLI as a user runs it: one real search, then every command that reads it back."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+
+
+def test_list_names_builtin_specs_and_registries(tmp_path):
+    specs = run_cli("list", cwd=tmp_path)
+    assert specs.returncode == 0 and "digits-quick" in specs.stdout.split()
+    models = run_cli("list", "models", cwd=tmp_path)
+    assert {"mlp", "lenet5", "cnn"} <= set(models.stdout.split())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_validate_applies_set_and_tracking_uri(tmp_path):
+    result = run_cli("validate", "digits-quick", "--set", "search.num_samples=3", "--set", "search.algorithm=optuna",
+                     "--tracking-uri", "sqlite:///elsewhere.db", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["search"]["num_samples"] == 3 and resolved["search"]["algorithm"] == "optuna"
+    assert resolved["tracking"]["uri"] == "sqlite:///elsewhere.db"
+    assert "# ok: 3 trials, optuna search" in result.stdout
+
+
+def test_mlflow_tracking_uri_is_honoured(tmp_path):
+    result = run_cli("validate", "digits-quick", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": "sqlite:///env.db"})
+    assert "tracking in sqlite:///env.db" in result.stdout
+
+
+def test_reading_a_missing_store_fails_cleanly_and_creates_nothing(tmp_path):
+    result = run_cli("best", "nothing-here", "--tracking-uri", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: no tracking store at sqlite:///") and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.e2e
+def test_run_then_read_back_with_trials_and_best(tmp_path):
+    ran = run_cli("run", "digits-quick", "--set", "search.num_samples=2", "--set", "train.epochs=2", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "2/2 done" in ran.stdout and "best: trial" in ran.stdout and "hpsearch trials digits-quick" in ran.stdout
+    assert (tmp_path / "mlflow.db").exists()  # the embedded default store, in the working directory
+
+    as_json = run_cli("trials", "digits-quick", "--format", "json", cwd=tmp_path)
+    rows = json.loads(as_json.stdout)
+    assert len(rows) == 2 and {row["status"] for row in rows} == {"completed"}
+    assert all(row["epochs"] == 2 for row in rows)
+    as_csv = run_cli("trials", "digits-quick", "--format", "csv", cwd=tmp_path)
+    assert as_csv.stdout.splitlines()[0].startswith("trial,") and len(as_csv.stdout.splitlines()) == 3
+
+    best = run_cli("best", "digits-quick", "--format", "json", cwd=tmp_path)
+    best_trial = json.loads(best.stdout)
+    assert best_trial["value"] == pytest.approx(max(row["best_val_accuracy"] for row in rows))
+    assert best_trial["config"]["model"] in ("mlp", "cnn")
+
+    unknown = run_cli("trials", "digits-quik", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("error: no search named 'digits-quik'") and "did you mean 'digits-quick'" in unknown.stderr
+
+    searches = run_cli("searches", cwd=tmp_path)
+    assert "digits-quick-" in searches.stdout and "completed" in searches.stdout
