@@ -45,3 +45,12 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
     """Run the hpsearch CLI as a user would, in `cwd`."""
     return subprocess.run([*HPSEARCH, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_tracking_uri(monkeypatch):
+    """`mlflow.set_tracking_uri` also sets $MLFLOW_TRACKING_URI, which the next test's CLI would inherit."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)

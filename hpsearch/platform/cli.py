@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 USAGE_ERROR = 2
+INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
 
 
 class UsageError(Exception):
@@ -31,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +99,7 @@ def _run(args) -> int:
     from hpsearch.platform.search import run_search
 
     outcome = run_search(spec, address=args.address, storage=args.storage)
-    return 0 if outcome.status == "completed" else 1
+    return _exit_status(outcome.status)
 
 
 def _validate(args) -> int:
@@ -133,7 +134,11 @@ def _resume(args) -> int:
         outcome = resume_search(args.search, tracking_uri=args.tracking_uri, address=args.address)
     except SearchNotFound as error:
         raise UsageError([str(error)]) from None
-    return 0 if outcome.status == "completed" else 1
+    return _exit_status(outcome.status)
+
+
+def _exit_status(search_status: str) -> int:
+    return {"completed": 0, "interrupted": INTERRUPTED}.get(search_status, 1)
 
 
 def _find(function, *args, **kwargs):

@@ -13,7 +13,10 @@ HEARTBEAT_S = 10.0  # seconds between status lines while nothing finishes
 
 
 class LiveView(tune.Callback):
-    """Prints one line when a trial ends and a status line every HEARTBEAT_S seconds."""
+    """Prints one line when a trial ends and a status line every HEARTBEAT_S seconds.
+
+    Counts are read off Tune's trial list each time, so a resumed search shows its whole state.
+    """
 
     def __init__(self, *, metric: str, mode: str, planned: int, epochs: int) -> None:
         self.metric, self.mode, self.planned, self.epochs = metric, mode, planned, epochs
@@ -22,49 +25,42 @@ class LiveView(tune.Callback):
     def _reset(self) -> None:
         self.started = time.monotonic()
         self.last_line = self.started
-        self.counts = {"completed": 0, "stopped_early": 0, "failed": 0, "diverged": 0}
-        self.running: set[str] = set()
         self.best: tuple[float, str] | None = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # restored with the experiment
         self.__dict__.update(state)
         self._reset()
 
-    def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.running.add(trial.trial_id)
-
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and not math.isnan(value) and self._better(value):
             self.best = (value, _short(trial.trial_id))
 
+    # Tune calls these before it changes the trial's own status.
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        last = trial.last_result or {}
-        status = "diverged" if last.get("diverged") else (
-            "completed" if last.get("epoch", 0) >= self.epochs else "stopped_early")
-        self._ended(trial, status, last)
+        self._ended(trial, trial_status(trial, self.epochs, ended=True), trials)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._ended(trial, "failed", trial.last_result or {})
+        self._ended(trial, "failed", trials)
 
     def on_step(self, iteration, trials, **info) -> None:
         if time.monotonic() - self.last_line >= HEARTBEAT_S:
-            self._print(self.status_line())
+            self._print(self.status_line(trials))
 
-    def _ended(self, trial, status: str, last: dict[str, Any]) -> None:
-        self.running.discard(trial.trial_id)
-        self.counts[status] += 1
+    def _ended(self, trial, status: str, trials) -> None:
+        last = trial.last_result or {}
         value = last.get(f"best_{self.metric}")
         shown = f"{self.metric} {value:.4f}" if isinstance(value, (int, float)) else "no result"
-        epochs = last.get("epoch", 0)
-        self._print(f"trial {_short(trial.trial_id)} {status.replace('_', ' ')} after {epochs} epochs: {shown}"
-                    f"   | {self.status_line(prefix=False)}")
+        self._print(f"trial {_short(trial.trial_id)} {status.replace('_', ' ')} after {last.get('epoch', 0)} "
+                    f"epochs: {shown}   | {self.status_line(trials, prefix=False, ending=(trial, status))}")
 
-    def status_line(self, prefix: bool = True) -> str:
-        done = sum(self.counts.values())
-        parts = [f"{done}/{self.planned} done", f"{len(self.running)} running"]
-        parts += [f"{count} {name.replace('_', ' ')}" for name, count in self.counts.items()
-                  if count and name != "completed"]
+    def status_line(self, trials, prefix: bool = True, ending: tuple[Any, str] | None = None) -> str:
+        statuses = [ending[1] if ending and trial is ending[0] else trial_status(trial, self.epochs)
+                    for trial in trials]
+        done = sum(status not in ("running", "pending") for status in statuses)
+        parts = [f"{done}/{self.planned} done", f"{statuses.count('running')} running"]
+        parts += [f"{statuses.count(name)} {name.replace('_', ' ')}" for name in ("stopped_early", "diverged", "failed")
+                  if statuses.count(name)]
         if self.best:
             parts.append(f"best {self.metric} {self.best[0]:.4f} (trial {self.best[1]})")
         line = " · ".join(parts)
@@ -78,6 +74,18 @@ class LiveView(tune.Callback):
     def _print(self, line: str) -> None:
         self.last_line = time.monotonic()
         print(line, file=sys.stdout, flush=True)
+
+
+def trial_status(trial, epochs: int, *, ended: bool = False) -> str:
+    """hpsearch's status of a Tune trial: pending, running, completed, stopped_early, diverged or failed."""
+    if trial.status == "ERROR":
+        return "failed"
+    if trial.status != "TERMINATED" and not ended:
+        return "running" if trial.status == "RUNNING" else "pending"
+    last = trial.last_result or {}
+    if last.get("diverged"):
+        return "diverged"
+    return "completed" if last.get("epoch", 0) >= epochs else "stopped_early"
 
 
 def _short(trial_id: str) -> str:

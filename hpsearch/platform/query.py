@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -38,15 +39,19 @@ class Search:
 
 @contextlib.contextmanager
 def _using(tracking_uri: str) -> Iterator[None]:
-    """mlflow.search_runs reads the global tracking URI; leave the caller's as it was."""
+    """mlflow.search_runs reads the global tracking URI, and setting it also sets
+    $MLFLOW_TRACKING_URI; leave both as the caller had them."""
     import mlflow
 
-    previous = mlflow.get_tracking_uri()
+    environment = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow.get_tracking_uri() if mlflow.tracking.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(tracking_uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous)  # None unsets it again
+        if environment is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = environment
 
 
 def _search_runs(tracking_uri: str, filter_string: str, experiment_ids: list[str] | None = None) -> pd.DataFrame:

@@ -160,18 +160,24 @@ def _fit(tuner, *, spec: Spec, search_id: str, parent_run_id: str, tracking_uri:
     client = tracking.client_for(tracking_uri)
     started = time.monotonic()
     try:
-        tuner.fit()
-    except KeyboardInterrupt:
-        tracking.finish_search_run(client, parent_run_id, status="interrupted", best_value=None,
-                                   metric=spec.search.metric, counts={})
-        print(f"\ninterrupted; finish it with: hpsearch resume {search_id}", flush=True)
-        raise
+        results = tuner.fit()
+        finished = results.num_terminated + results.num_errors
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune did not get to save its state
+        finished = -1
     table = query.trials(parent_run_id, tracking_uri)
     counts = {status: int((table["status"] == status).sum())
               for status in ("completed", "stopped_early", "diverged", "failed")}
+    metric = spec.search.metric
+    if finished < planned_trials(spec):  # Tune stops gracefully on the first Ctrl-C
+        tracking.mark_interrupted(client, parent_run_id)
+        tracking.finish_search_run(client, parent_run_id, status="interrupted", best_value=None, metric=metric,
+                                   counts=counts)
+        print(f"\nsearch {search_id} interrupted after {time.monotonic() - started:.1f}s "
+              f"({sum(counts.values())} trials finished); finish it with:\n  hpsearch resume {search_id}", flush=True)
+        return SearchOutcome(search_id, parent_run_id, tracking_uri, "interrupted", counts, None)
     best = query.best(parent_run_id, tracking_uri) if counts["completed"] + counts["stopped_early"] else None
     status = "completed" if best is not None else "failed"
-    tracking.finish_search_run(client, parent_run_id, status=status, metric=spec.search.metric,
+    tracking.finish_search_run(client, parent_run_id, status=status, metric=metric,
                                best_value=best["value"] if best else None, counts=counts)
     _print_summary(table, spec=spec, search_id=search_id, best=best, counts=counts,
                    seconds=time.monotonic() - started, tracking_uri=tracking_uri)

@@ -21,6 +21,7 @@ from hpsearch import __version__
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
 from ray import tune
 
+from hpsearch.platform.progress import trial_status
 from hpsearch.platform.space import flatten_config
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,15 @@ def finish_search_run(client, run_id: str, *, status: str, best_value: float | N
     client.set_terminated(run_id, mlflow_status)
 
 
+def mark_interrupted(client, parent_run_id: str) -> None:
+    """Trials still running when a search stops early wait, marked interrupted, for `hpsearch resume`."""
+    runs = client.search_runs([client.get_run(parent_run_id).info.experiment_id],
+                              filter_string=f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{STATUS}` = 'running'")
+    for run in runs:
+        client.set_tag(run.info.run_id, STATUS, "interrupted")
+        client.set_terminated(run.info.run_id, "KILLED")
+
+
 def reopen_search_run(client, run_id: str) -> None:
     client.update_run(run_id, status="RUNNING")
     client.set_tag(run_id, STATUS, "running")
@@ -140,14 +150,7 @@ class TrialTracker(tune.Callback):
         self._put("result", trial.trial_id, dict(result))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        last = trial.last_result or {}
-        if last.get("diverged"):
-            status = "diverged"
-        elif last.get("epoch", 0) >= self.epochs:
-            status = "completed"
-        else:
-            status = "stopped_early"
-        self._put("end", trial.trial_id, (status, None, trial.checkpoint))
+        self._put("end", trial.trial_id, (trial_status(trial, self.epochs, ended=True), None, trial.checkpoint))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._put("end", trial.trial_id, ("failed", _error_line(trial), trial.checkpoint))

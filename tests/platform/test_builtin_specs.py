@@ -1,0 +1,35 @@
+"""Every built-in spec validates, and the MNIST one runs on the real MNIST files."""
+from __future__ import annotations
+
+import pytest
+
+from hpsearch import query
+
+from hpsearch.platform.search import planned_trials, run_search
+from hpsearch.platform.spec import builtin_specs, load_spec
+from tests.conftest import shared_mnist_root
+
+
+@pytest.mark.parametrize("name", builtin_specs())
+def test_builtin_spec_validates(name):
+    spec = load_spec(name)
+    assert spec.name == name and planned_trials(spec) >= 8
+    assert any(param.branches for param in spec.space.params), "built-in specs show off a conditional space"
+
+
+def test_digits_quick_is_the_small_default():
+    spec = load_spec("digits-quick")
+    assert spec.dataset.name == "digits" and spec.resources.gpus == 0
+
+
+@pytest.mark.e2e
+def test_mnist_spec_runs_on_the_real_mnist_files(ray_session, tracking_uri, tmp_path):
+    root = shared_mnist_root()
+    spec = load_spec("mnist-lenet", tracking_uri=tracking_uri, overrides=[
+        f"dataset.root={root}", "dataset.download=false", "search.num_samples=2", "train.epochs=1",
+        "search.scheduler.name=none"])
+    outcome = run_search(spec, storage=tmp_path / "results")
+    assert outcome.counts["completed"] == 2
+    assert outcome.best["value"] > 0.8  # one epoch of either model on 7,200 real MNIST digits
+    runs = query.trials(outcome.parent_run_id, tracking_uri)
+    assert len(runs) == 2 and set(runs["params.model"]) <= {"lenet5", "cnn"}
