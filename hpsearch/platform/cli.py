@@ -97,8 +97,12 @@ def _load(args):
 def _run(args) -> int:
     spec = _load(args)
     from hpsearch.platform.search import run_search
+    from hpsearch.platform.tracking import TrackingUnavailable
 
-    outcome = run_search(spec, address=args.address, storage=args.storage)
+    try:
+        outcome = run_search(spec, address=args.address, storage=args.storage)
+    except TrackingUnavailable as error:
+        raise UsageError([str(error)]) from None
     return _exit_status(outcome.status)
 
 

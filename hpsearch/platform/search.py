@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,20 +59,30 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
                num_cpus: int | None = None) -> SearchOutcome:
     """Run `spec` to the end, printing a live view and a summary; returns where the results are."""
     uri = spec.tracking_uri()
-    client = tracking.client_for(uri)
-    experiment_id = tracking.experiment_id_for(client, spec.tracking.experiment)
     search_id = f"{spec.name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
     storage_path = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
     planned = planned_trials(spec)
-    parent_run_id = tracking.start_search_run(
-        client, experiment_id=experiment_id, spec=spec, search_id=search_id,
-        experiment_path=str(storage_path / search_id), spec_yaml=dump_spec(spec), planned_trials=planned)
     print(f"search {search_id}: {planned} trials, {spec.search.algorithm} search over {spec.dataset.name}, "
           f"{spec.search.max_concurrent} at a time; tracking in {uri}", flush=True)
-    init_ray(address, num_cpus=num_cpus)
-    tuner = _build_tuner(spec, search_id=search_id, storage_path=storage_path, tracking_uri=uri,
-                         experiment_id=experiment_id, parent_run_id=parent_run_id, planned=planned)
-    return _fit(tuner, spec=spec, search_id=search_id, parent_run_id=parent_run_id, tracking_uri=uri)
+
+    def start_parent_run() -> tuple[str, str]:
+        client = tracking.client_for(uri)
+        experiment_id = tracking.experiment_id_for(client, spec.tracking.experiment)
+        return experiment_id, tracking.start_search_run(
+            client, experiment_id=experiment_id, spec=spec, search_id=search_id,
+            experiment_path=str(storage_path / search_id), spec_yaml=dump_spec(spec), planned_trials=planned)
+
+    # The tracking store is set up while Ray starts: on a new SQLite store that is seconds.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-setup") as pool:
+        parent = pool.submit(start_parent_run)
+        init_ray(address, num_cpus=num_cpus)
+        tuner = _build_tuner(spec, search_id=search_id, storage_path=storage_path, tracking_uri=uri,
+                             planned=planned, parent=parent)
+        fit = _run_tuner(tuner)
+    if parent.exception() is not None:
+        raise tracking.TrackingUnavailable(f"cannot use the MLflow tracking store {uri}: {parent.exception()}")
+    _experiment_id, parent_run_id = parent.result()
+    return _fit(fit, spec=spec, search_id=search_id, parent_run_id=parent_run_id, tracking_uri=uri)
 
 
 def resume_search(search: str, *, tracking_uri: str | None = None, address: str | None = None,
@@ -99,7 +108,8 @@ def resume_search(search: str, *, tracking_uri: str | None = None, address: str 
     tuner = tune.Tuner.restore(found.experiment_path, trainable=make_trainable(
         _shared(spec), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
         resume_unfinished=True, resume_errored=True)
-    return _fit(tuner, spec=spec, search_id=found.search_id, parent_run_id=found.run_id, tracking_uri=uri)
+    return _fit(_run_tuner(tuner), spec=spec, search_id=found.search_id, parent_run_id=found.run_id,
+                tracking_uri=uri)
 
 
 def _shared(spec: Spec) -> dict[str, Any]:
@@ -111,8 +121,8 @@ def _shared(spec: Spec) -> dict[str, Any]:
             "mode": spec.search.mode, "cpus": spec.resources.cpus}
 
 
-def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri: str, experiment_id: str,
-                 parent_run_id: str, planned: int):
+def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri: str, planned: int,
+                 parent: Future):
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
     from ray.tune.schedulers import ASHAScheduler
@@ -135,11 +145,10 @@ def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.train.epochs,
                                   grace_period=min(search.scheduler.grace_period, spec.train.epochs),
                                   reduction_factor=search.scheduler.reduction_factor)
-    callbacks = [
-        tracking.TrialTracker(tracking_uri=tracking_uri, experiment_id=experiment_id, parent_run_id=parent_run_id,
-                              search_id=search_id, metric=search.metric, epochs=spec.train.epochs),
-        LiveView(metric=search.metric, mode=search.mode, planned=planned, epochs=spec.train.epochs),
-    ]
+    tracker = tracking.TrialTracker(tracking_uri=tracking_uri, experiment=spec.tracking.experiment,
+                                    search_id=search_id, metric=search.metric, epochs=spec.train.epochs,
+                                    parent=parent)
+    callbacks = [tracker, LiveView(metric=search.metric, mode=search.mode, planned=planned, epochs=spec.train.epochs)]
     return tune.Tuner(
         make_trainable(_shared(spec), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
         param_space=param_space,
@@ -149,6 +158,7 @@ def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri
             trial_dirname_creator=lambda trial: trial.trial_id),
         run_config=RunConfig(
             name=search_id, storage_path=str(storage_path), callbacks=callbacks, verbose=0,
+            stop=tracking.TrackingGuard(tracker),
             # Trials checkpoint only when they improve, so the latest checkpoint is the best one.
             # Keeping them all means no forced experiment snapshot per checkpoint.
             checkpoint_config=CheckpointConfig(num_to_keep=None),
@@ -156,14 +166,18 @@ def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri
     )
 
 
-def _fit(tuner, *, spec: Spec, search_id: str, parent_run_id: str, tracking_uri: str) -> SearchOutcome:
-    client = tracking.client_for(tracking_uri)
-    started = time.monotonic()
+def _run_tuner(tuner) -> int:
+    """Run the search; returns how many trials finished (-1 when a second Ctrl-C cut Tune short)."""
     try:
         results = tuner.fit()
-        finished = results.num_terminated + results.num_errors
-    except KeyboardInterrupt:  # a second Ctrl-C: Tune did not get to save its state
-        finished = -1
+    except KeyboardInterrupt:
+        return -1
+    return results.num_terminated + results.num_errors
+
+
+def _fit(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tracking_uri: str) -> SearchOutcome:
+    """Close the search's parent run and print the summary."""
+    client = tracking.client_for(tracking_uri)
     table = query.trials(parent_run_id, tracking_uri)
     counts = {status: int((table["status"] == status).sum())
               for status in ("completed", "stopped_early", "diverged", "failed")}
@@ -172,22 +186,21 @@ def _fit(tuner, *, spec: Spec, search_id: str, parent_run_id: str, tracking_uri:
         tracking.mark_interrupted(client, parent_run_id)
         tracking.finish_search_run(client, parent_run_id, status="interrupted", best_value=None, metric=metric,
                                    counts=counts)
-        print(f"\nsearch {search_id} interrupted after {time.monotonic() - started:.1f}s "
-              f"({sum(counts.values())} trials finished); finish it with:\n  hpsearch resume {search_id}", flush=True)
+        print(f"\nsearch {search_id} interrupted ({sum(counts.values())} trials finished); finish it with:\n"
+              f"  hpsearch resume {search_id}", flush=True)
         return SearchOutcome(search_id, parent_run_id, tracking_uri, "interrupted", counts, None)
     best = query.best(parent_run_id, tracking_uri) if counts["completed"] + counts["stopped_early"] else None
     status = "completed" if best is not None else "failed"
     tracking.finish_search_run(client, parent_run_id, status=status, metric=metric,
                                best_value=best["value"] if best else None, counts=counts)
-    _print_summary(table, spec=spec, search_id=search_id, best=best, counts=counts,
-                   seconds=time.monotonic() - started, tracking_uri=tracking_uri)
+    _print_summary(table, spec=spec, search_id=search_id, best=best, counts=counts, tracking_uri=tracking_uri)
     return SearchOutcome(search_id, parent_run_id, tracking_uri, status, counts, best)
 
 
-def _print_summary(table, *, spec: Spec, search_id: str, best, counts, seconds: float, tracking_uri: str) -> None:
+def _print_summary(table, *, spec: Spec, search_id: str, best, counts, tracking_uri: str) -> None:
     metric = spec.search.metric
     done = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n)
-    print(f"\nsearch {search_id} finished in {seconds:.1f}s: {done or 'no trials'}\n")
+    print(f"\nsearch {search_id} finished: {done or 'no trials'}\n")
     print(summary_table(table, metric=metric, mode=spec.search.mode))
     if best:
         config = ", ".join(f"{k}={v}" for k, v in best["config"].items())

@@ -113,9 +113,21 @@ class Resources(_Frozen):
     gpus: float = Field(default=0.0, ge=0.0)  # per trial; fractions share one GPU
 
 
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
 class TrackingSpec(_Frozen):
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
     experiment: str = Field(default="hpsearch", min_length=1)
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, uri: str | None) -> str | None:
+        scheme = uri.split("://", 1)[0].split("+", 1)[0] if uri and "://" in uri else "file"
+        if scheme not in TRACKING_SCHEMES:
+            raise ValueError(f"{uri!r} is not an MLflow tracking URI; its scheme is one of {list(TRACKING_SCHEMES)} "
+                             f"(e.g. sqlite:///mlflow.db or http://127.0.0.1:5000){did_you_mean(scheme, TRACKING_SCHEMES)}")
+        return uri
 
 
 class Spec(_Frozen):

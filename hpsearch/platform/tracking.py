@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import queue
 import subprocess
-import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 from hpsearch.platform.tags import (ALGORITHM, CHECKPOINT_ARTIFACT, ERROR, EXPERIMENT_PATH, METRIC, MODE, NODE,
                                    PARENT, PLANNED_TRIALS, ROLE, SEARCH_ID, SEARCH_NAME, SPEC_ARTIFACT, STATUS,
                                    TRIAL_ID)
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store could not be reached or written."""
 
 
 def client_for(tracking_uri: str):
@@ -113,31 +117,34 @@ class _TrialRun:
 
 
 class TrialTracker(tune.Callback):
-    """A Tune callback that mirrors every trial into an MLflow child run of the search's run."""
+    """A Tune callback that mirrors every trial into an MLflow child run of the search's run.
 
-    def __init__(self, *, tracking_uri: str, experiment_id: str, parent_run_id: str, search_id: str,
-                 metric: str, epochs: int) -> None:
+    The parent run comes from `parent`, a future that run_search fills while Ray starts its trial
+    actors (creating a new SQLite store takes seconds), or, for a restored search, is found again
+    by its search id.
+    """
+
+    def __init__(self, *, tracking_uri: str, experiment: str, search_id: str, metric: str, epochs: int,
+                 parent: Future | None = None) -> None:
         self.tracking_uri = tracking_uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
+        self.experiment = experiment
         self.search_id = search_id
         self.metric = metric
         self.epochs = epochs
+        self.failure: BaseException | None = None
+        self._parent = parent
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
 
-    # Tune pickles its callbacks with the experiment; the thread and queue are rebuilt in setup.
+    # Tune pickles its callbacks with the experiment; all but the settings is rebuilt in setup.
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_queue", "_thread", "_runs", "_client")}
+        keep = ("tracking_uri", "experiment", "search_id", "metric", "epochs")
+        return {key: self.__dict__[key] for key in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._queue = None
-        self._thread = None
+        self.__init__(**state)
 
     def setup(self, **info) -> None:
-        self._client = client_for(self.tracking_uri)
-        self._runs = self._existing_trial_runs()
         self._queue = queue.Queue()
         self._thread = threading.Thread(target=self._write_loop, name="hpsearch-mlflow", daemon=True)
         self._thread.start()
@@ -156,11 +163,7 @@ class TrialTracker(tune.Callback):
         self._put("end", trial.trial_id, ("failed", _error_line(trial), trial.checkpoint))
 
     def on_experiment_end(self, trials, **info) -> None:
-        # A run left "running" belongs to a trial that no longer exists in Tune (lost in a crash
-        # before any snapshot recorded it): say so rather than leave it looking alive.
-        live = {trial.trial_id for trial in trials}
-        for trial_id in set(self._runs) - live:
-            self._put("orphan", trial_id, None)
+        self._put("orphans", "", {trial.trial_id for trial in trials})
         self.flush()
 
     def flush(self) -> None:
@@ -175,15 +178,31 @@ class TrialTracker(tune.Callback):
 
     # ---- the writer thread
     def _write_loop(self) -> None:
+        try:
+            self._connect()
+        except Exception as error:  # nothing can be tracked: TrackingGuard stops the search
+            self.failure = error
+            logger.error("hpsearch: cannot reach the MLflow tracking store %s: %s", self.tracking_uri, error)
         while True:
             item = self._queue.get()
             if item is None:
                 return
+            if self.failure is not None:
+                continue
             kind, trial_id, payload = item
             try:
                 getattr(self, f"_write_{kind}")(trial_id, payload)
             except Exception:  # a tracking hiccup must not end the search
                 logger.exception("hpsearch: could not write %s of trial %s to MLflow", kind, trial_id)
+
+    def _connect(self) -> None:
+        self._client = client_for(self.tracking_uri)
+        if self._parent is not None:
+            self.experiment_id, self.parent_run_id = self._parent.result()
+        else:
+            found = find_search_run(self._client, experiment=self.experiment, search_id=self.search_id)
+            self.experiment_id, self.parent_run_id = found.info.experiment_id, found.info.run_id
+        self._runs = self._existing_trial_runs()
 
     def _existing_trial_runs(self) -> dict[str, _TrialRun]:
         runs = self._client.search_runs(
@@ -191,6 +210,16 @@ class TrialTracker(tune.Callback):
         return {run.data.tags[TRIAL_ID]: _TrialRun(run.info.run_id, int(run.data.metrics.get("epoch", 0)),
                                                   NODE in run.data.tags)
                 for run in runs if TRIAL_ID in run.data.tags}
+
+    def _write_orphans(self, _trial_id: str, live: set[str]) -> None:
+        """A run still "running" whose trial Tune no longer has (lost in a crash before a snapshot
+        recorded it) is marked interrupted rather than left looking alive."""
+        for trial_id in set(self._runs) - live:
+            run_id = self._runs[trial_id].run_id
+            if self._client.get_run(run_id).info.status == "RUNNING":
+                self._client.set_tag(run_id, STATUS, "interrupted")
+                self._client.set_terminated(run_id, "KILLED")
+
 
     def _write_start(self, trial_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -237,11 +266,27 @@ class TrialTracker(tune.Callback):
         self._client.set_terminated(run.run_id, "FAILED" if status == "failed" else "FINISHED")
 
 
-    def _write_orphan(self, trial_id: str, _payload) -> None:
-        run_id = self._runs[trial_id].run_id
-        if self._client.get_run(run_id).info.status == "RUNNING":
-            self._client.set_tag(run_id, STATUS, "interrupted")
-            self._client.set_terminated(run_id, "KILLED")
+
+class TrackingGuard(tune.Stopper):
+    """Stops the search when the tracking store cannot be reached: untracked trials are lost work."""
+
+    def __init__(self, tracker: TrialTracker) -> None:
+        self.tracker = tracker
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.tracker.failure is not None
+
+
+def find_search_run(client, *, experiment: str, search_id: str):
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id] if found else [],
+                              filter_string=f"tags.`{SEARCH_ID}` = '{search_id}' and tags.`{ROLE}` = 'search'")
+    if not runs:
+        raise LookupError(f"no parent run of search {search_id!r} in experiment {experiment!r}")
+    return runs[0]
 
 
 def _log_checkpoint(client, run_id: str, checkpoint) -> None:

@@ -111,6 +111,15 @@ BAD_SPECS = [
     pytest.param(
         """\
         name: bad
+        tracking: {uri: "sqllite:///x.db"}
+        """,
+        r"^tracking\.uri: 'sqllite:///x\.db' is not an MLflow tracking URI; its scheme is one of \[.*'sqlite'.*\]"
+        r".*\(did you mean 'sqlite'\?\)",
+        id="tracking-uri-bad-scheme",
+    ),
+    pytest.param(
+        """\
+        name: bad
         search: {algorithm: tpee}
         """,
         r"^search\.algorithm: 'tpee' .*'grid'.*'random'.*'optuna'.*\(did you mean 'optuna'\?\)",
