@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
@@ -41,16 +42,16 @@ class LiveView(tune.Callback):
         self._ended(trial, trial_status(trial, self.epochs, ended=True), trials)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._ended(trial, "failed", trials)
+        self._ended(trial, "failed", trials, reason=error_line(trial))
 
     def on_step(self, iteration, trials, **info) -> None:
         if time.monotonic() - self.last_line >= HEARTBEAT_S:
             self._print(self.status_line(trials))
 
-    def _ended(self, trial, status: str, trials) -> None:
+    def _ended(self, trial, status: str, trials, reason: str | None = None) -> None:
         last = trial.last_result or {}
         value = last.get(f"best_{self.metric}")
-        shown = f"{self.metric} {value:.4f}" if isinstance(value, (int, float)) else "no result"
+        shown = f"{self.metric} {value:.4f}" if isinstance(value, (int, float)) else (reason or "no result")
         self._print(f"trial {_short(trial.trial_id)} {status.replace('_', ' ')} after {last.get('epoch', 0)} "
                     f"epochs: {shown}   | {self.status_line(trials, prefix=False, ending=(trial, status))}")
 
@@ -88,6 +89,17 @@ def trial_status(trial, epochs: int, *, ended: bool = False) -> str:
     return "completed" if last.get("epoch", 0) >= epochs else "stopped_early"
 
 
+def error_line(trial) -> str:
+    """The last line of a failed trial's error: the exception and its message."""
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        text = Path(path).read_text() if path else ""
+    except OSError:
+        text = ""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "trial failed"
+
+
 def _short(trial_id: str) -> str:
     return trial_id.rsplit("_", 1)[-1]
 
@@ -99,6 +111,8 @@ def summary_table(trials, *, metric: str, mode: str, limit: int = 10) -> str:
     if trials.empty:
         return "(no trials)"
     column = f"best_{metric}"
+    if column not in trials:  # no trial reported anything
+        trials = trials.assign(**{column: float("nan")})
     table = trials.sort_values(column, ascending=mode == "min", na_position="last").head(limit)
     params = [c for c in table.columns if c.startswith("params.")]
     shown = table[["trial", "status", column, "epochs", *params]].rename(

@@ -21,7 +21,7 @@ from hpsearch import __version__
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
 from ray import tune
 
-from hpsearch.platform.progress import trial_status
+from hpsearch.platform.progress import error_line, trial_status
 from hpsearch.platform.space import flatten_config
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class TrialTracker(tune.Callback):
         self._put("end", trial.trial_id, (trial_status(trial, self.epochs, ended=True), None, trial.checkpoint))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._put("end", trial.trial_id, ("failed", _error_line(trial), trial.checkpoint))
+        self._put("end", trial.trial_id, ("failed", error_line(trial), trial.checkpoint))
 
     def on_experiment_end(self, trials, **info) -> None:
         self._put("orphans", "", {trial.trial_id for trial in trials})
@@ -308,13 +308,3 @@ def _trial_name(trial_id: str) -> str:
 
 def _param_value(value: Any) -> str:
     return str(value)[:6000]
-
-
-def _error_line(trial) -> str:
-    path = getattr(trial, "error_file", None) or ""
-    try:
-        text = Path(path).read_text() if path else ""
-    except OSError:
-        text = ""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "trial failed"

@@ -128,3 +128,16 @@ def test_optuna_search_with_conditional_space_and_asha(ray_session, tracking_uri
         assert child["metrics.epoch"] == expected_epochs
         assert pd.isna(child["params.momentum"]) == (child["params.optimizer"] == "adam")
     assert outcome.best is not None and outcome.best["value"] == children["metrics.best_val_accuracy"].max()
+
+
+def test_failing_trials_are_recorded_as_failed_with_their_error(ray_session, tracking_uri, tmp_path):
+    raw = {"name": "e2e", "dataset": {"name": "mnist", "root": str(tmp_path / "no-data"), "download": False},
+           "search": {"num_samples": 2, "max_failures": 0}, "train": {"epochs": 1},
+           "tracking": {"uri": tracking_uri, "experiment": "e2e"}, "space": {"lr": {"choice": [0.01, 0.001]}}}
+    outcome = run_search(validate_spec(raw), storage=tmp_path / "results")
+    assert outcome.status == "failed" and outcome.counts["failed"] == 2 and outcome.best is None
+    runs = _runs(tracking_uri)
+    children = _children(runs, outcome.parent_run_id)
+    assert set(children["tags.hpsearch.status"]) == {"failed"} and set(children["status"]) == {"FAILED"}
+    assert children["tags.hpsearch.error"].str.contains("dataset MNIST not found").all()
+    assert runs[runs["run_id"] == outcome.parent_run_id]["tags.hpsearch.status"].item() == "failed"
