@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -59,7 +60,8 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
                num_cpus: int | None = None) -> SearchOutcome:
     """Run `spec` to the end, printing a live view and a summary; returns where the results are."""
     uri = spec.tracking_uri()
-    search_id = f"{spec.name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    # Unique even for two searches of one spec started in the same second.
+    search_id = f"{spec.name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     storage_path = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
     planned = planned_trials(spec)
     print(f"search {search_id}: {planned} trials, {spec.search.algorithm} search over {spec.dataset.name}, "
@@ -78,11 +80,11 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
         init_ray(address, num_cpus=num_cpus)
         tuner = _build_tuner(spec, search_id=search_id, storage_path=storage_path, tracking_uri=uri,
                              planned=planned, parent=parent)
-        fit = _run_tuner(tuner)
+        finished = _run_tuner(tuner)
     if parent.exception() is not None:
         raise tracking.TrackingUnavailable(f"cannot use the MLflow tracking store {uri}: {parent.exception()}")
     _experiment_id, parent_run_id = parent.result()
-    return _fit(fit, spec=spec, search_id=search_id, parent_run_id=parent_run_id, tracking_uri=uri)
+    return _finish(finished, spec=spec, search_id=search_id, parent_run_id=parent_run_id, tracking_uri=uri)
 
 
 def resume_search(search: str, *, tracking_uri: str | None = None, address: str | None = None,
@@ -108,7 +110,7 @@ def resume_search(search: str, *, tracking_uri: str | None = None, address: str 
     tuner = tune.Tuner.restore(found.experiment_path, trainable=make_trainable(
         _shared(spec), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
         resume_unfinished=True, resume_errored=True)
-    return _fit(_run_tuner(tuner), spec=spec, search_id=found.search_id, parent_run_id=found.run_id,
+    return _finish(_run_tuner(tuner), spec=spec, search_id=found.search_id, parent_run_id=found.run_id,
                 tracking_uri=uri)
 
 
@@ -175,7 +177,7 @@ def _run_tuner(tuner) -> int:
     return results.num_terminated + results.num_errors
 
 
-def _fit(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tracking_uri: str) -> SearchOutcome:
+def _finish(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tracking_uri: str) -> SearchOutcome:
     """Close the search's parent run and print the summary."""
     client = tracking.client_for(tracking_uri)
     table = query.trials(parent_run_id, tracking_uri)

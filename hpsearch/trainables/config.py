@@ -1,8 +1,6 @@
 """The settings one trial trains with: every spec `train` key and `space` parameter is a field here."""
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hpsearch.trainables.registry import Registry
@@ -54,5 +52,3 @@ class TrainConfig(BaseModel):
             raise ValueError(OPTIMIZERS.unknown_message(name))
         return name
 
-
-MetricName = Literal[EPOCH_METRICS]  # type: ignore[valid-type]
