@@ -1,14 +1,16 @@
 """What a trial runs: models, optimizers, datasets and the training loop. Knows nothing of Ray or MLflow."""
 from __future__ import annotations
 
-from hpsearch.trainables.config import DATASETS, EPOCH_METRICS, MODELS, OPTIMIZERS, TrainConfig
+from hpsearch.trainables.config import (AUGMENTATIONS, DATASETS, EPOCH_METRICS, INITIALIZATIONS, MODELS, OPTIMIZERS,
+                                        SCHEDULES, TrainConfig)
+from hpsearch.trainables import augment, init, schedules  # noqa: F401  (registrations)
 from hpsearch.trainables.data import DatasetSplits, Split, list_datasets, load_dataset
 from hpsearch.trainables.models import build_model, list_models
 from hpsearch.trainables.optim import build_optimizer, list_optimizers
 from hpsearch.trainables.train import TrainingSession, is_diverged, train
 
 __all__ = [
-    "DATASETS", "EPOCH_METRICS", "MODELS", "OPTIMIZERS", "DatasetSplits", "Split", "TrainConfig",
+    "AUGMENTATIONS", "INITIALIZATIONS", "SCHEDULES", "DATASETS", "EPOCH_METRICS", "MODELS", "OPTIMIZERS", "DatasetSplits", "Split", "TrainConfig",
     "TrainingSession", "build_model", "build_optimizer", "is_diverged", "list_datasets",
     "list_models", "list_optimizers", "load_dataset", "train",
 ]

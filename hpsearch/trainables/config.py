@@ -3,11 +3,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hpsearch._suggest import did_you_mean
 from hpsearch.trainables.registry import Registry
 
 MODELS: Registry = Registry("model")
 OPTIMIZERS: Registry = Registry("optimizer")
 DATASETS: Registry = Registry("dataset")
+SCHEDULES: Registry = Registry("learning-rate schedule")
+AUGMENTATIONS: Registry = Registry("augmentation")
+INITIALIZATIONS: Registry = Registry("initialization")
 
 # Names of the per-epoch metrics a trial reports; the first ones are what a search can optimize.
 EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "lr", "epoch_seconds",
@@ -25,8 +29,13 @@ class TrainConfig(BaseModel):
     channels: int = Field(default=16, ge=1, le=1024)  # cnn: filters in the first conv block
     depth: int = Field(default=2, ge=1, le=8)  # cnn: conv blocks, each halving the image side
     kernel_size: int = Field(default=3, ge=1, le=7)  # cnn: odd sizes keep the image side
+    width_growth: float = Field(default=2.0, ge=1.0, le=4.0)  # cnn: width multiplier per block
+    pool: str = "max"  # cnn: max or avg pooling
+    global_pool: bool = True  # cnn: global-average-pooling head (else flatten into the classifier)
+    activation: str = "relu"  # mlp and cnn: relu, gelu, tanh or silu
     batchnorm: bool = False
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # drop probability before the classifier
+    init: str = "default"  # weight initialization: default, kaiming, xavier, orthogonal
 
     # Optimization
     optimizer: str = "adam"
@@ -35,20 +44,39 @@ class TrainConfig(BaseModel):
     nesterov: bool = False  # sgd only
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)  # L2 penalty, decoupled for none
     batch_size: int = Field(default=64, ge=1, le=65536)  # examples per step
+    lr_scaling: bool = False  # lr is per 256 examples, scaled linearly with batch_size
+    lr_schedule: str = "none"  # none, step, cosine, onecycle, plateau
+    warmup_epochs: float = Field(default=0.0, ge=0.0)  # linear warmup from lr/10, before the schedule
+    step_size: int = Field(default=3, ge=1)  # step schedule: epochs between decays
+    gamma: float = Field(default=0.1, gt=0.0, le=1.0)  # step and plateau schedules: decay factor
+
+    # Regularization
+    l1: float = Field(default=0.0, ge=0.0, le=1.0)  # L1 penalty on weights, added to the loss
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    grad_clip: float = Field(default=0.0, ge=0.0)  # max gradient norm; 0 disables clipping
+    augment: str = "none"  # none, light, strong
+
     epochs: int = Field(default=5, ge=1, le=10000)  # passes over the training split
-    seed: int = Field(default=0, ge=0)  # weights, batch order
+    seed: int = Field(default=0, ge=0)  # weights, batch order, dropout, augmentation
 
-    @field_validator("model")
+    @field_validator("model", "optimizer", "lr_schedule", "augment", "init")
     @classmethod
-    def _known_model(cls, name: str) -> str:
-        if name not in MODELS:
-            raise ValueError(MODELS.unknown_message(name))
+    def _registered(cls, name: str, info) -> str:
+        registry = _REGISTRY_OF[info.field_name]
+        if name not in registry:
+            raise ValueError(registry.unknown_message(name))
         return name
 
-    @field_validator("optimizer")
+    @field_validator("pool", "activation")
     @classmethod
-    def _known_optimizer(cls, name: str) -> str:
-        if name not in OPTIMIZERS:
-            raise ValueError(OPTIMIZERS.unknown_message(name))
+    def _one_of(cls, name: str, info) -> str:
+        allowed = _ALLOWED[info.field_name]
+        if name not in allowed:
+            raise ValueError(f"{name!r} is not one of {list(allowed)}{did_you_mean(name, allowed)}")
         return name
+
+
+_ALLOWED = {"pool": ("max", "avg"), "activation": ("relu", "gelu", "tanh", "silu")}
+_REGISTRY_OF = {"model": MODELS, "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES, "augment": AUGMENTATIONS,
+                "init": INITIALIZATIONS}
 
