@@ -56,12 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_arguments(validate)
 
     listing = command("list", _list, "List the built-in specs, or the registered models, optimizers or datasets.")
-    listing.add_argument("what", nargs="?", default="specs", choices=["specs", "models", "optimizers", "datasets"])
+    listing.add_argument("what", nargs="?", default="specs",
+                         choices=["specs", "models", "optimizers", "schedulers", "augmentations", "datasets"])
 
     resume = command("resume", _resume, "Finish an interrupted search; trials continue their own MLflow runs.")
     resume.add_argument("search", help="search name (its latest search) or id")
     resume.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     resume.add_argument("--address", help="Ray cluster to attach to (default: local Ray on 127.0.0.1)")
+
+    lr_find = command("lr-find", _lr_find, "Run the learning-rate range test on a spec's first configuration.")
+    _spec_arguments(lr_find)
+    lr_find.add_argument("--out", default=None, help="folder for the plot and table (default: ./lr-find/<spec name>)")
+    lr_find.add_argument("--steps", type=int, default=200, help="batches in the test (default: 200)")
 
     trials = command("trials", _trials, "Print a search's trials.")
     trials.add_argument("search", help="search name (its latest search) or id")
@@ -125,6 +131,7 @@ def _list(args) -> int:
         from hpsearch import trainables
 
         names = {"models": trainables.MODELS, "optimizers": trainables.OPTIMIZERS,
+                 "schedulers": trainables.SCHEDULES, "augmentations": trainables.AUGMENTATIONS,
                  "datasets": trainables.DATASETS}[args.what].names()
     print("\n".join(names))
     return 0
@@ -139,6 +146,22 @@ def _resume(args) -> int:
     except SearchNotFound as error:
         raise UsageError([str(error)]) from None
     return _exit_status(outcome.status)
+
+
+def _lr_find(args) -> int:
+    spec = _load(args)
+    if args.steps < 10:
+        raise UsageError([f"--steps: {args.steps} is too few; the range test needs at least 10 batches"])
+    from pathlib import Path
+
+    from hpsearch.platform.lr_find import run_lr_find
+
+    out = Path(args.out) if args.out else Path("lr-find") / spec.name
+    outcome = run_lr_find(spec, out=out, num_steps=args.steps)
+    config = ", ".join(f"{k}={v}" for k, v in outcome.config.items())
+    print(f"configuration: {config}\nsuggested learning rate: {outcome.suggested_lr:.3g}\n"
+          f"plot: {outcome.plot}\ntable: {outcome.table}\nMLflow run: {outcome.run_id} ({spec.tracking_uri()})")
+    return 0
 
 
 def _exit_status(search_status: str) -> int:

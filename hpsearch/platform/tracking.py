@@ -95,6 +95,22 @@ def finish_search_run(client, run_id: str, *, status: str, best_value: float | N
     client.set_terminated(run_id, mlflow_status)
 
 
+def log_lr_find(spec, *, params: Mapping[str, Any], suggested_lr: float, files: list[Path]) -> str:
+    """An lr range test as its own run in the spec's experiment: the configuration, the suggestion, the plot."""
+    from mlflow.entities import Metric, Param
+
+    client = client_for(spec.tracking_uri())
+    experiment_id = experiment_id_for(client, spec.tracking.experiment)
+    run = client.create_run(experiment_id, run_name=f"{spec.name}-lr-find",
+                            tags={ROLE: "lr_find", SEARCH_NAME: spec.name})
+    client.log_batch(run.info.run_id, metrics=[Metric("suggested_lr", suggested_lr, int(time.time() * 1000), 0)],
+                     params=[Param(k, _param_value(v)) for k, v in params.items()])
+    for path in files:
+        client.log_artifact(run.info.run_id, str(path))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
 def mark_interrupted(client, parent_run_id: str) -> None:
     """Trials still running when a search stops early wait, marked interrupted, for `hpsearch resume`."""
     runs = client.search_runs([client.get_run(parent_run_id).info.experiment_id],
