@@ -23,6 +23,7 @@ from ray import tune
 
 from hpsearch.platform.progress import error_line, trial_status
 from hpsearch.platform.space import flatten_config
+from hpsearch.trainables.config import EPOCH_METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -311,11 +312,7 @@ def _log_checkpoint(client, run_id: str, checkpoint) -> None:
         client.log_artifacts(run_id, directory, CHECKPOINT_ARTIFACT)
 
 
-_LOGGED_METRICS = frozenset({
-    "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds",
-    "images_per_second", "epoch", "best_epoch", "best_val_accuracy", "best_val_loss",
-    "best_train_loss", "best_train_accuracy",
-})
+_LOGGED_METRICS = frozenset({*EPOCH_METRICS, "epoch", "best_epoch", *(f"best_{name}" for name in EPOCH_METRICS)})
 
 
 def _trial_name(trial_id: str) -> str:

@@ -14,8 +14,8 @@ AUGMENTATIONS: Registry = Registry("augmentation")
 INITIALIZATIONS: Registry = Registry("initialization")
 
 # Names of the per-epoch metrics a trial reports; the first ones are what a search can optimize.
-EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "lr", "epoch_seconds",
-                 "images_per_second")
+EPOCH_METRICS = ("val_accuracy", "val_loss", "val_accuracy_top5", "train_loss", "train_accuracy", "lr",
+                 "epoch_seconds", "images_per_second")
 
 
 class TrainConfig(BaseModel):

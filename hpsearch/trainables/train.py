@@ -50,23 +50,23 @@ class TrainingSession:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for batch in order.split(self.config.batch_size):
-            inputs = self._normalize(images[batch])
             targets = labels[batch]
-            logits = self.model(inputs)
-            loss = F.cross_entropy(logits, targets)
+            logits = self.model(self._normalize(images[batch]))
+            loss = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss + self._l1_penalty()).backward()
+            if self.config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.optimizer.step()
             loss_sum += loss.detach() * len(batch)
             correct += (logits.detach().argmax(1) == targets).sum()
         train_seconds = time.perf_counter() - started
-        val_loss, val_accuracy = self.evaluate(self._val)
+        val = self.evaluate_metrics(self._val)
         self.epoch += 1
         metrics = {
             "train_loss": float(loss_sum) / len(labels),
             "train_accuracy": float(correct) / len(labels),
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
+            **{f"val_{name}": value for name, value in val.items()},
             "lr": self.optimizer.param_groups[0]["lr"],
             "epoch_seconds": time.perf_counter() - started,
             "images_per_second": len(labels) / train_seconds,
@@ -74,18 +74,34 @@ class TrainingSession:
         self.history.append(metrics)
         return metrics
 
-    @torch.no_grad()
+    def _l1_penalty(self) -> torch.Tensor | float:
+        if not self.config.l1:
+            return 0.0
+        # Weights only: penalizing biases and norm shifts does not sparsify anything.
+        return self.config.l1 * sum(p.abs().sum() for p in self.model.parameters() if p.dim() > 1)
+
     def evaluate(self, split: Split) -> tuple[float, float]:
         """Mean cross-entropy and top-1 accuracy over a split."""
+        metrics = self.evaluate_metrics(split)
+        return metrics["loss"], metrics["accuracy"]
+
+    @torch.no_grad()
+    def evaluate_metrics(self, split: Split) -> Metrics:
+        """loss, accuracy (top-1) and, with more than 5 classes, accuracy_top5 over a split."""
         self.model.eval()
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct, correct5 = 0.0, 0, 0
+        top5 = self.data.num_classes > 5
         for start in range(0, len(split), EVAL_BATCH_SIZE):
-            inputs = self._normalize(split.images[start:start + EVAL_BATCH_SIZE])
             targets = split.labels[start:start + EVAL_BATCH_SIZE]
-            logits = self.model(inputs)
+            logits = self.model(self._normalize(split.images[start:start + EVAL_BATCH_SIZE]))
             loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
             correct += int((logits.argmax(1) == targets).sum())
-        return loss_sum / len(split), correct / len(split)
+            if top5:
+                correct5 += int((logits.topk(5, dim=1).indices == targets[:, None]).any(dim=1).sum())
+        metrics = {"loss": loss_sum / len(split), "accuracy": correct / len(split)}
+        if top5:
+            metrics["accuracy_top5"] = correct5 / len(split)
+        return metrics
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() - self._mean) / self._std
