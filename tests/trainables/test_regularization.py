@@ -23,7 +23,7 @@ def _trained(digits, **settings) -> TrainingSession:
 
 
 def _weight_l1(session: TrainingSession) -> float:
-    return sum(float(p.abs().sum()) for p in session.model.parameters() if p.dim() > 1)
+    return sum(float(p.detach().abs().sum()) for p in session.model.parameters() if p.dim() > 1)
 
 
 def test_l1_penalty_shrinks_weights(digits):
