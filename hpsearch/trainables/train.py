@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from hpsearch.trainables.config import TrainConfig
 from hpsearch.trainables.data import DatasetSplits, Split
+from hpsearch.trainables.augment import build_augmentation
+from hpsearch.trainables.init import initialize
 from hpsearch.trainables.models import build_model
 from hpsearch.trainables.optim import build_optimizer
 
@@ -26,9 +28,12 @@ class TrainingSession:
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
         self.model = build_model(config, input_shape=data.input_shape, num_classes=data.num_classes)
+        initialize(self.model, config.init)
         self.model.to(self.device)
         self.optimizer = build_optimizer(config, self.model.parameters())
         self.batch_order = torch.Generator().manual_seed(config.seed)
+        self.augmentation = build_augmentation(config.augment, input_shape=data.input_shape, dataset=data.name)
+        self.augment_rng = torch.Generator().manual_seed(config.seed + 1)
         shape = (1, -1, 1, 1)
         self._mean = torch.tensor(data.mean, device=self.device).view(shape)
         self._std = torch.tensor(data.std, device=self.device).view(shape)
@@ -51,7 +56,10 @@ class TrainingSession:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for batch in order.split(self.config.batch_size):
             targets = labels[batch]
-            logits = self.model(self._normalize(images[batch]))
+            inputs = images[batch]
+            if self.augmentation is not None:
+                inputs = self.augmentation(inputs, self.augment_rng)
+            logits = self.model(self._normalize(inputs))
             loss = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             (loss + self._l1_penalty()).backward()
@@ -112,6 +120,7 @@ class TrainingSession:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "batch_order": self.batch_order.get_state(),
+            "augment_rng": self.augment_rng.get_state(),
             # Dropout draws from torch's global generators.
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
@@ -123,6 +132,7 @@ class TrainingSession:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.batch_order.set_state(state["batch_order"])
+        self.augment_rng.set_state(state["augment_rng"])
         torch.set_rng_state(state["torch_rng"].cpu())
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -124,13 +124,159 @@ def test_cnn_deeper_than_the_image_is_halvable_stops_pooling_at_one_pixel() -> N
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, NUM_CLASSES)
 
 
+# Models whose activation comes from `config.activation` (lenet5 and resnet18 keep their published ReLU).
+WITH_ACTIVATION = ["mlp", "cnn", "vgg", "inception", "resnet"]
+ACTIVATION_TYPES = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_TYPES)
+@pytest.mark.parametrize("name", WITH_ACTIVATION)
+def test_every_activation_builds_and_is_the_only_one_used(name: str, activation: str) -> None:
+    model = _build(name, INPUT_SHAPES["digits"], activation=activation)
+    used = {type(module) for module in model.modules() if type(module) in ACTIVATION_TYPES.values()}
+    assert used == {ACTIVATION_TYPES[activation]}
+    logits = model(torch.randn(2, 1, 8, 8))
+    assert logits.shape == (2, NUM_CLASSES) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize(("width_growth", "widths"), [
+    (1.0, [4, 4, 4, 4]),
+    (1.5, [4, 6, 9, 14]),  # 13.5 rounds to 14
+    (2.0, [4, 8, 16, 32]),
+    (3.0, [4, 12, 36, 108]),
+])
+def test_cnn_width_grows_by_width_growth_per_block(width_growth: float, widths: list[int]) -> None:
+    model = _build("cnn", INPUT_SHAPES["mnist"], channels=4, depth=4, width_growth=width_growth)
+    convs = _conv_layers(model)
+    assert [conv.out_channels for conv in convs] == widths
+    assert [conv.in_channels for conv in convs] == [1, *widths[:-1]]
+    assert model[-1].in_features == widths[-1]
+
+
+@pytest.mark.parametrize(("pool", "pool_type", "other_type"), [("max", nn.MaxPool2d, nn.AvgPool2d),
+                                                                ("avg", nn.AvgPool2d, nn.MaxPool2d)])
+def test_cnn_pools_with_the_configured_pool_type(pool: str, pool_type: type, other_type: type) -> None:
+    model = _build("cnn", INPUT_SHAPES["cifar10"], depth=3, pool=pool)
+    assert sum(isinstance(module, pool_type) for module in model.modules()) == 3
+    assert not any(isinstance(module, other_type) for module in model.modules())
+
+
+@pytest.mark.parametrize(("dataset", "depth", "side"), [("cifar10", 2, 8), ("mnist", 3, 3), ("digits", 4, 1)])
+def test_cnn_without_global_pool_flattens_the_final_feature_map(dataset: str, depth: int, side: int) -> None:
+    shape = INPUT_SHAPES[dataset]
+    model = _build("cnn", shape, channels=4, depth=depth, global_pool=False)
+    assert not any(isinstance(module, nn.AdaptiveAvgPool2d) for module in model.modules())
+    final_width = 4 * 2 ** (depth - 1)
+    assert model[-1].in_features == final_width * side * side
+    assert model(torch.randn(2, *shape)).shape == (2, NUM_CLASSES)
+
+
+def test_cnn_with_global_pool_averages_to_one_value_per_channel() -> None:
+    model = _build("cnn", INPUT_SHAPES["cifar10"], channels=4, depth=2, global_pool=True)
+    assert sum(isinstance(module, nn.AdaptiveAvgPool2d) for module in model.modules()) == 1
+    assert model[-1].in_features == 8
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_vgg_conv_parameter_count_matches_formula(batchnorm: bool) -> None:
+    channels, depth = 3, 3
+    model = _build("vgg", INPUT_SHAPES["cifar10"], channels=channels, depth=depth, batchnorm=batchnorm)
+    convs = _conv_layers(model)
+    assert len(convs) == 2 * depth  # two 3x3 convs per stage
+
+    in_channels = 3
+    for stage in range(depth):
+        width = channels * 2 ** stage
+        for conv in convs[2 * stage: 2 * stage + 2]:
+            bias = 0 if batchnorm else width
+            assert sum(p.numel() for p in conv.parameters()) == in_channels * width * 3 * 3 + bias
+            assert conv.kernel_size == (3, 3) and conv.padding == (1, 1)
+            in_channels = width
+    assert sum(isinstance(module, nn.MaxPool2d) for module in model.modules()) == depth
+    assert model[-1].in_features == channels * 2 ** (depth - 1)
+    assert any(isinstance(module, nn.Dropout) for module in model.modules())
+
+
+def test_vgg_deeper_than_the_image_is_halvable_stops_pooling_at_one_pixel() -> None:
+    model = _build("vgg", INPUT_SHAPES["digits"], depth=5, channels=2)
+    assert sum(isinstance(module, nn.MaxPool2d) for module in model.modules()) == 3  # 8 -> 4 -> 2 -> 1
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, NUM_CLASSES)
+
+
+def _projections(model: nn.Module) -> list[nn.Conv2d]:
+    return [conv for conv in _conv_layers(model) if conv.kernel_size == (1, 1)]
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_resnet_projection_shortcut_parameter_count_matches_formula(batchnorm: bool) -> None:
+    channels, depth = 4, 2
+    model = _build("resnet", INPUT_SHAPES["cifar10"], channels=channels, depth=depth, batchnorm=batchnorm)
+    # 1x1 projections only where a stage widens the blocks; all other shortcuts are the identity.
+    projections = _projections(model)
+    assert [(conv.in_channels, conv.out_channels, conv.stride) for conv in projections] == [
+        (channels, 2 * channels, (2, 2)), (2 * channels, 4 * channels, (2, 2))]
+    for conv in projections:
+        bias = 0 if batchnorm else conv.out_channels
+        assert sum(p.numel() for p in conv.parameters()) == conv.in_channels * conv.out_channels + bias
+    identities = [module for module in model.modules() if getattr(module, "shortcut", None) is not None
+                  and isinstance(module.shortcut, nn.Identity)]
+    assert len(identities) == 3 * depth - 2
+    assert len(_conv_layers(model)) == 1 + 3 * depth * 2 + 2  # stem, two per block, projections
+    batchnorms = sum(isinstance(module, nn.BatchNorm2d) for module in model.modules())
+    assert batchnorms == (len(_conv_layers(model)) if batchnorm else 0)
+    assert model[-1].in_features == 4 * channels
+
+
+def test_resnet_on_an_image_too_small_to_halve_projects_without_striding() -> None:
+    model = _build("resnet", (1, 2, 2), channels=2, depth=1)
+    assert [conv.stride for conv in _projections(model)] == [(2, 2), (1, 1)]  # 2 px -> 1 px, then no stride
+    assert model(torch.randn(2, 1, 2, 2)).shape == (2, NUM_CLASSES)
+
+
+def test_inception_blocks_concatenate_four_branches_with_bottlenecks() -> None:
+    channels, depth = 4, 2
+    model = _build("inception", INPUT_SHAPES["mnist"], channels=channels, depth=depth)
+    assert model[-1].in_features == 4 * channels * 2 ** (depth - 1)  # four branches of the last block's width
+    one_by_one = _projections(model)
+    assert len(one_by_one) == 4 * depth  # one per branch
+    bottlenecks = [conv.out_channels for conv in one_by_one if conv.out_channels < conv.in_channels]
+    assert bottlenecks, "no 1x1 conv reduces the channels"
+    kernels = sorted({conv.kernel_size for conv in _conv_layers(model)})
+    assert kernels == [(1, 1), (3, 3)]
+    assert sum(isinstance(module, nn.MaxPool2d) and module.stride == 2 for module in model.modules()) == depth - 1
+
+
+def test_resnet18_is_adapted_to_small_images() -> None:
+    model = _build("resnet18", INPUT_SHAPES["cifar10"])
+    assert (model.conv1.in_channels, model.conv1.kernel_size, model.conv1.stride) == (3, (3, 3), (1, 1))
+    assert isinstance(model.maxpool, nn.Identity)
+    assert _build("resnet18", INPUT_SHAPES["mnist"]).conv1.in_channels == 1
+
+
+@pytest.mark.parametrize("name", sorted(set(MODELS.names()) - {"resnet18"}))  # torchvision's always normalizes
+def test_batchnorm_false_means_no_batchnorm(name: str) -> None:
+    model = _build(name, INPUT_SHAPES["mnist"], batchnorm=False)
+    assert not any(isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) for module in model.modules())
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_building_leaves_batchnorm_statistics_untouched(name: str) -> None:
+    # Sizing a classifier runs the features once; that must not count as a training batch.
+    model = _build(name, INPUT_SHAPES["mnist"], batchnorm=True)
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            assert int(module.num_batches_tracked) == 0
+            assert torch.equal(module.running_var, torch.ones_like(module.running_var))
+    assert model.training
+
+
 def test_list_models_is_the_registry() -> None:
     assert list_models() == MODELS.names()
-    assert {"mlp", "cnn", "lenet5"} <= set(list_models())
+    assert {"mlp", "cnn", "lenet5", "vgg", "inception", "resnet", "resnet18"} <= set(list_models())
     assert list_models() == sorted(list_models())
 
 
-@pytest.mark.parametrize("bad_name", ["resnet", "cnnn", "CNN", ""])
+@pytest.mark.parametrize("bad_name", ["resnet34", "cnnn", "CNN", ""])
 def test_unknown_model_name_in_config_lists_known_names(bad_name: str) -> None:
     with pytest.raises(ValueError, match=rf"unknown model '{bad_name}'; known: \[") as raised:
         TrainConfig(model=bad_name)
@@ -144,8 +290,8 @@ def test_unknown_model_name_suggests_the_close_one() -> None:
 
 
 def test_build_model_rejects_an_unknown_name_that_bypassed_validation() -> None:
-    config = TrainConfig.model_construct(**{**TrainConfig().model_dump(), "model": "resnet"})
-    with pytest.raises(ValueError, match=r"unknown model 'resnet'; known: \[.*'cnn'.*\]"):
+    config = TrainConfig.model_construct(**{**TrainConfig().model_dump(), "model": "resnet34"})
+    with pytest.raises(ValueError, match=r"unknown model 'resnet34'; known: \[.*'cnn'.*\]"):
         build_model(config, input_shape=(1, 8, 8), num_classes=10)
 
 
