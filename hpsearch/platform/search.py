@@ -193,10 +193,33 @@ def _finish(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tr
         return SearchOutcome(search_id, parent_run_id, tracking_uri, "interrupted", counts, None)
     best = query.best(parent_run_id, tracking_uri) if counts["completed"] + counts["stopped_early"] else None
     status = "completed" if best is not None else "failed"
+    if best is not None:
+        best["test"] = _evaluate_best(spec, best, client)
     tracking.finish_search_run(client, parent_run_id, status=status, metric=metric,
                                best_value=best["value"] if best else None, counts=counts)
     _print_summary(table, spec=spec, search_id=search_id, best=best, counts=counts, tracking_uri=tracking_uri)
     return SearchOutcome(search_id, parent_run_id, tracking_uri, status, counts, best)
+
+
+def _evaluate_best(spec: Spec, best: dict[str, Any], client) -> dict[str, float] | None:
+    """One evaluation on the test split, for the best trial only: the test split selects nothing."""
+    import tempfile
+
+    import ray
+
+    from hpsearch.platform.trial import evaluate_remote
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = Path(client.download_artifacts(best["run_id"], tracking.CHECKPOINT_ARTIFACT, folder))
+        except Exception as error:  # noqa: BLE001  (a search without checkpoints still has results)
+            print(f"no test evaluation: the best trial's checkpoint could not be read ({error})", flush=True)
+            return None
+        config_json, model_bytes = (local / "config.json").read_text(), (local / "model.pt").read_bytes()
+    task = ray.remote(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus)(evaluate_remote)
+    evaluation = ray.get(task.remote(config_json, model_bytes, _shared(spec)["dataset"], spec.resources.cpus))
+    tracking.log_test_evaluation(client, best["run_id"], metrics=evaluation.metrics, confusion=evaluation.confusion)
+    return evaluation.metrics
 
 
 def _print_summary(table, *, spec: Spec, search_id: str, best, counts, tracking_uri: str) -> None:
@@ -208,6 +231,9 @@ def _print_summary(table, *, spec: Spec, search_id: str, best, counts, tracking_
         config = ", ".join(f"{k}={v}" for k, v in best["config"].items())
         print(f"\nbest: trial {best['trial']}, {metric} {best['value']:.4f} at epoch {best['best_epoch']}"
               f"\n      {config}")
+        if best.get("test"):
+            shown = ", ".join(f"{name} {value:.4f}" for name, value in best["test"].items())
+            print(f"      on the test split, evaluated once: {shown}")
     ui = f"mlflow ui --backend-store-uri {tracking_uri}" if tracking_uri.startswith("sqlite") else tracking_uri
     print(f"\nresults: MLflow experiment {spec.tracking.experiment!r}, parent run {search_id}\n"
           f"  hpsearch trials {spec.name}      # every trial as a table (--format csv|json)\n"

@@ -112,6 +112,47 @@ def log_lr_find(spec, *, params: Mapping[str, Any], suggested_lr: float, files: 
     return run.info.run_id
 
 
+def log_test_evaluation(client, run_id: str, *, metrics: Mapping[str, float], confusion: list[list[int]]) -> None:
+    """The best trial's test metrics, and its confusion matrix as CSV and PNG artifacts."""
+    import tempfile
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(name, float(value), now, 0) for name, value in metrics.items()])
+    client.set_tag(run_id, "hpsearch.best_trial", "true")
+    with tempfile.TemporaryDirectory() as folder:
+        csv_path = Path(folder) / "confusion_matrix.csv"
+        classes = range(len(confusion))
+        rows = ["true\\predicted," + ",".join(map(str, classes))]
+        rows += [f"{label}," + ",".join(map(str, row)) for label, row in zip(classes, confusion)]
+        csv_path.write_text("\n".join(rows) + "\n")
+        png_path = _confusion_png(confusion, Path(folder) / "confusion_matrix.png",
+                                  title=f"test accuracy {metrics.get('test_accuracy', float('nan')):.4f}")
+        client.log_artifact(run_id, str(csv_path), "evaluation")
+        client.log_artifact(run_id, str(png_path), "evaluation")
+
+
+def _confusion_png(confusion: list[list[int]], path: Path, *, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = len(confusion)
+    figure, axes = plt.subplots(figsize=(1.2 + 0.5 * size, 1 + 0.5 * size))
+    axes.imshow(confusion, cmap="Blues")
+    for row in range(size):
+        for column in range(size):
+            if confusion[row][column]:
+                axes.text(column, row, confusion[row][column], ha="center", va="center", fontsize=8)
+    axes.set(xlabel="predicted", ylabel="true", title=title, xticks=range(size), yticks=range(size))
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def mark_interrupted(client, parent_run_id: str) -> None:
     """Trials still running when a search stops early wait, marked interrupted, for `hpsearch resume`."""
     runs = client.search_runs([client.get_run(parent_run_id).info.experiment_id],

@@ -1,7 +1,7 @@
 """The settings one trial trains with: every spec `train` key and `space` parameter is a field here."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hpsearch._suggest import did_you_mean
 from hpsearch.trainables.registry import Registry
@@ -40,9 +40,9 @@ class TrainConfig(BaseModel):
     # Optimization
     optimizer: str = "adam"
     lr: float = Field(default=1e-3, gt=0.0, le=10.0)  # learning rate
-    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)  # sgd only
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)  # sgd and rmsprop
     nesterov: bool = False  # sgd only
-    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)  # L2 penalty, decoupled for none
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)  # L2 penalty; decoupled under adamw
     batch_size: int = Field(default=64, ge=1, le=65536)  # examples per step
     lr_scaling: bool = False  # lr is per 256 examples, scaled linearly with batch_size
     lr_schedule: str = "none"  # none, step, cosine, onecycle, plateau
@@ -66,6 +66,16 @@ class TrainConfig(BaseModel):
         if name not in registry:
             raise ValueError(registry.unknown_message(name))
         return name
+
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> "TrainConfig":
+        if self.lr_schedule == "onecycle" and self.warmup_epochs > 0:
+            raise ValueError("lr_schedule 'onecycle' warms up by itself; set warmup_epochs to 0")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})")
+        if self.lr_schedule == "plateau" and self.gamma == 1.0:
+            raise ValueError("lr_schedule 'plateau' needs gamma < 1 (the factor it cuts the lr by)")
+        return self
 
     @field_validator("pool", "activation")
     @classmethod

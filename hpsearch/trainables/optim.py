@@ -1,4 +1,4 @@
-"""Optimizer factories."""
+"""Optimizer factories, registered by name, all built at the effective learning rate."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -7,9 +7,19 @@ import torch
 
 from hpsearch.trainables.config import OPTIMIZERS, TrainConfig
 
+LR_SCALING_BATCH_SIZE = 256  # with lr_scaling, the configured lr is per this many examples
+
+
+def effective_lr(config: TrainConfig) -> float:
+    """The learning rate the optimizer starts from: with `lr_scaling` the configured lr is per 256
+    examples and grows linearly with the batch size (Goyal et al. 2017); otherwise it is used as is."""
+    if config.lr_scaling:
+        return config.lr * config.batch_size / LR_SCALING_BATCH_SIZE
+    return config.lr
+
 
 def build_optimizer(config: TrainConfig, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    return OPTIMIZERS.get(config.optimizer)(config, parameters)
+    return OPTIMIZERS.get(config.optimizer)(config, parameters, lr=effective_lr(config))
 
 
 def list_optimizers() -> list[str]:
@@ -17,12 +27,30 @@ def list_optimizers() -> list[str]:
 
 
 @OPTIMIZERS.register("sgd")
-def sgd(config: TrainConfig, parameters) -> torch.optim.Optimizer:
-    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
+def sgd(config: TrainConfig, parameters: Iterable[torch.nn.Parameter], *, lr: float) -> torch.optim.Optimizer:
+    # torch refuses Nesterov without momentum; a search sampling both gets plain SGD there.
+    return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum,
                            nesterov=config.nesterov and config.momentum > 0,
                            weight_decay=config.weight_decay)
 
 
 @OPTIMIZERS.register("adam")
-def adam(config: TrainConfig, parameters) -> torch.optim.Optimizer:
-    return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+def adam(config: TrainConfig, parameters: Iterable[torch.nn.Parameter], *, lr: float) -> torch.optim.Optimizer:
+    # weight_decay here is an L2 term added to the gradient; adamw decouples it.
+    return torch.optim.Adam(parameters, lr=lr, weight_decay=config.weight_decay)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(config: TrainConfig, parameters: Iterable[torch.nn.Parameter], *, lr: float) -> torch.optim.Optimizer:
+    # Passed explicitly: torch's AdamW defaults to weight_decay=0.01, the config to none.
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=config.weight_decay)
+
+
+@OPTIMIZERS.register("rmsprop")
+def rmsprop(config: TrainConfig, parameters: Iterable[torch.nn.Parameter], *, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.RMSprop(parameters, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+@OPTIMIZERS.register("adagrad")
+def adagrad(config: TrainConfig, parameters: Iterable[torch.nn.Parameter], *, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adagrad(parameters, lr=lr, weight_decay=config.weight_decay)

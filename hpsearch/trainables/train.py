@@ -14,6 +14,7 @@ from hpsearch.trainables.augment import build_augmentation
 from hpsearch.trainables.init import initialize
 from hpsearch.trainables.models import build_model
 from hpsearch.trainables.optim import build_optimizer
+from hpsearch.trainables.schedules import build_schedule
 
 EVAL_BATCH_SIZE = 2048  # examples per forward pass when evaluating; no gradients are kept
 Metrics = dict[str, float]
@@ -31,6 +32,8 @@ class TrainingSession:
         initialize(self.model, config.init)
         self.model.to(self.device)
         self.optimizer = build_optimizer(config, self.model.parameters())
+        steps_per_epoch = math.ceil(len(data.train) / config.batch_size)  # optimizer steps, as run_epoch takes them
+        self.schedule = build_schedule(config, self.optimizer, steps_per_epoch=steps_per_epoch)
         self.batch_order = torch.Generator().manual_seed(config.seed)
         self.augmentation = build_augmentation(config.augment, input_shape=data.input_shape, dataset=data.name)
         self.augment_rng = torch.Generator().manual_seed(config.seed + 1)
@@ -66,16 +69,20 @@ class TrainingSession:
             if self.config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.optimizer.step()
+            self.schedule.after_batch()
             loss_sum += loss.detach() * len(batch)
             correct += (logits.detach().argmax(1) == targets).sum()
         train_seconds = time.perf_counter() - started
         val = self.evaluate_metrics(self._val)
         self.epoch += 1
+        epoch_lr = self.optimizer.param_groups[0]["lr"]  # before the schedule moves on to the next epoch
+        if math.isfinite(val["loss"]):
+            self.schedule.after_epoch(val["loss"])
         metrics = {
             "train_loss": float(loss_sum) / len(labels),
             "train_accuracy": float(correct) / len(labels),
             **{f"val_{name}": value for name, value in val.items()},
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": epoch_lr,
             "epoch_seconds": time.perf_counter() - started,
             "images_per_second": len(labels) / train_seconds,
         }
@@ -119,6 +126,7 @@ class TrainingSession:
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
             "batch_order": self.batch_order.get_state(),
             "augment_rng": self.augment_rng.get_state(),
             # Dropout draws from torch's global generators.
@@ -131,6 +139,7 @@ class TrainingSession:
         self.epoch = state["epoch"]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
         self.batch_order.set_state(state["batch_order"])
         self.augment_rng.set_state(state["augment_rng"])
         torch.set_rng_state(state["torch_rng"].cpu())
