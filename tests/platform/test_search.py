@@ -70,6 +70,15 @@ def test_random_search_records_parent_and_child_runs(ray_session, tracking_uri, 
 
     client = MlflowClient(tracking_uri)
     assert "spec.yaml" in {a.path for a in client.list_artifacts(outcome.parent_run_id)}
+    # Only the best trial is evaluated on the test split, once, with its confusion matrix.
+    evaluated = children[children["metrics.test_accuracy"].notna()]
+    assert list(evaluated["run_id"]) == [outcome.best["run_id"]]
+    assert outcome.best["test"]["test_accuracy"] == evaluated["metrics.test_accuracy"].item()
+    matrix = Path(client.download_artifacts(outcome.best["run_id"], "evaluation/confusion_matrix.csv", str(tmp_path)))
+    counts = [list(map(int, line.split(",")[1:])) for line in matrix.read_text().splitlines()[1:]]
+    assert len(counts) == 10 and sum(map(sum, counts)) == 359  # digits' held-out test split
+    correct = sum(counts[i][i] for i in range(10))
+    assert correct / 359 == pytest.approx(outcome.best["test"]["test_accuracy"])
     for _, child in children.iterrows():
         # Only the parameters of the trial's own branch are recorded.
         branch_only = {"mlp": "params.hidden_sizes", "cnn": "params.channels"}
