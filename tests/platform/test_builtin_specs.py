@@ -25,9 +25,9 @@ def test_digits_quick_is_the_small_default():
 @pytest.mark.e2e
 def test_mnist_spec_runs_on_the_real_mnist_files(ray_session, tracking_uri, tmp_path):
     root = shared_mnist_root()
-    spec = load_spec("mnist-lenet", tracking_uri=tracking_uri, overrides=[
+    spec = load_spec("mnist-bayes", tracking_uri=tracking_uri, overrides=[
         f"dataset.root={root}", "dataset.download=false", "search.num_samples=2", "train.epochs=1",
-        "search.scheduler.name=none"])
+        "search.scheduler.name=none", "space.optimizer=adam", "train.lr=0.003", "space.augment=none"])
     outcome = run_search(spec, storage=tmp_path / "results")
     assert outcome.counts["completed"] == 2
     assert outcome.best["value"] > 0.8  # one epoch of either model on 7,200 real MNIST digits
