@@ -31,7 +31,8 @@ def evaluate_on_test(config: TrainConfig, model_state: Mapping[str, torch.Tensor
     with torch.no_grad():
         for start in range(0, len(test), 2048):
             images = test.images[start:start + 2048].to(session.device)
-            predicted = session.model(session._normalize(images)).argmax(1).cpu()
+            with session.precision.autocast(session.device):
+                predicted = session.model(session._normalize(images)).argmax(1).cpu()
             truth = test.labels[start:start + 2048]
             confusion.index_put_((truth, predicted), torch.ones_like(truth), accumulate=True)
     return TestEvaluation(metrics, confusion.tolist())

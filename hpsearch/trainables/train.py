@@ -14,6 +14,7 @@ from hpsearch.trainables.augment import build_augmentation
 from hpsearch.trainables.init import initialize
 from hpsearch.trainables.models import build_model
 from hpsearch.trainables.optim import build_optimizer
+from hpsearch.trainables.precision import Precision, precision_for
 from hpsearch.trainables.schedules import build_schedule
 
 EVAL_BATCH_SIZE = 2048  # examples per forward pass when evaluating; no gradients are kept
@@ -23,14 +24,18 @@ Metrics = dict[str, float]
 class TrainingSession:
     """One model being trained, an epoch at a time, with its whole state saveable and restorable."""
 
-    def __init__(self, config: TrainConfig, *, data: DatasetSplits, device: str | torch.device = "cpu") -> None:
+    def __init__(self, config: TrainConfig, *, data: DatasetSplits, device: str | torch.device = "cpu",
+                 precision: Precision | None = None) -> None:
         self.config = config
         self.data = data
         self.device = torch.device(device)
+        self.precision = precision or precision_for(self.device)
         torch.manual_seed(config.seed)
         self.model = build_model(config, input_shape=data.input_shape, num_classes=data.num_classes)
         initialize(self.model, config.init)
-        self.model.to(self.device)
+        self.model.to(self.device, memory_format=torch.channels_last if self.precision.channels_last
+                      else torch.preserve_format)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_loss_scaling)
         self.optimizer = build_optimizer(config, self.model.parameters())
         steps_per_epoch = math.ceil(len(data.train) / config.batch_size)  # optimizer steps, as run_epoch takes them
         self.schedule = build_schedule(config, self.optimizer, steps_per_epoch=steps_per_epoch)
@@ -62,13 +67,16 @@ class TrainingSession:
             inputs = images[batch]
             if self.augmentation is not None:
                 inputs = self.augmentation(inputs, self.augment_rng)
-            logits = self.model(self._normalize(inputs))
-            loss = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
+            with self.precision.autocast(self.device):
+                logits = self.model(self._normalize(inputs))
+            loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
-            (loss + self._l1_penalty()).backward()
+            self.scaler.scale(loss + self._l1_penalty()).backward()
             if self.config.grad_clip:
+                self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.schedule.after_batch()
             loss_sum += loss.detach() * len(batch)
             correct += (logits.detach().argmax(1) == targets).sum()
@@ -108,7 +116,8 @@ class TrainingSession:
         top5 = self.data.num_classes > 5
         for start in range(0, len(split), EVAL_BATCH_SIZE):
             targets = split.labels[start:start + EVAL_BATCH_SIZE]
-            logits = self.model(self._normalize(split.images[start:start + EVAL_BATCH_SIZE]))
+            with self.precision.autocast(self.device):
+                logits = self.model(self._normalize(split.images[start:start + EVAL_BATCH_SIZE])).float()
             loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
             correct += int((logits.argmax(1) == targets).sum())
             if top5:
@@ -119,7 +128,8 @@ class TrainingSession:
         return metrics
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() - self._mean) / self._std
+        normalized = (images.float() - self._mean) / self._std
+        return normalized.contiguous(memory_format=torch.channels_last) if self.precision.channels_last else normalized
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +137,7 @@ class TrainingSession:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "batch_order": self.batch_order.get_state(),
             "augment_rng": self.augment_rng.get_state(),
             # Dropout draws from torch's global generators.
@@ -140,6 +151,7 @@ class TrainingSession:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
         self.batch_order.set_state(state["batch_order"])
         self.augment_rng.set_state(state["augment_rng"])
         torch.set_rng_state(state["torch_rng"].cpu())

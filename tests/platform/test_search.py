@@ -150,3 +150,15 @@ def test_failing_trials_are_recorded_as_failed_with_their_error(ray_session, tra
     assert set(children["tags.hpsearch.status"]) == {"failed"} and set(children["status"]) == {"FAILED"}
     assert children["tags.hpsearch.error"].str.contains("dataset MNIST not found").all()
     assert runs[runs["run_id"] == outcome.parent_run_id]["tags.hpsearch.status"].item() == "failed"
+
+
+def test_a_diverging_trial_stops_as_diverged_and_the_search_goes_on(ray_session, tracking_uri, tmp_path):
+    raw = {"name": "e2e", "search": {"algorithm": "grid"},
+           "train": {"epochs": 3, "model": "lenet5", "optimizer": "sgd", "momentum": 0.99},
+           "tracking": {"uri": tracking_uri, "experiment": "e2e"}, "space": {"lr": {"grid": [10.0, 0.01]}}}
+    outcome = run_search(validate_spec(raw), storage=tmp_path / "results")
+    assert outcome.status == "completed" and outcome.counts["diverged"] == 1 and outcome.counts["completed"] == 1
+    children = _children(_runs(tracking_uri), outcome.parent_run_id)
+    diverged = children[children["params.lr"] == "10.0"].iloc[0]
+    assert diverged["tags.hpsearch.status"] == "diverged" and diverged["metrics.epoch"] < 3
+    assert outcome.best["config"]["lr"] == 0.01
