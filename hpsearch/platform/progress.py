@@ -51,7 +51,11 @@ class LiveView(tune.Callback):
     def _ended(self, trial, status: str, trials, reason: str | None = None) -> None:
         last = trial.last_result or {}
         value = last.get(f"best_{self.metric}")
+        if status == "diverged":
+            reason = "loss became NaN or infinite"
         shown = f"{self.metric} {value:.4f}" if isinstance(value, (int, float)) else (reason or "no result")
+        if reason and status == "diverged":
+            shown = f"{reason}; best {shown}"
         self._print(f"trial {_short(trial.trial_id)} {status.replace('_', ' ')} after {last.get('epoch', 0)} "
                     f"epochs: {shown}   | {self.status_line(trials, prefix=False, ending=(trial, status))}")
 

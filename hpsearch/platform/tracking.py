@@ -8,6 +8,7 @@ restored trial continues its own run, and an epoch that was already logged is ne
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import subprocess
 import threading
@@ -215,7 +216,9 @@ class TrialTracker(tune.Callback):
         self._put("result", trial.trial_id, dict(result))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._put("end", trial.trial_id, (trial_status(trial, self.epochs, ended=True), None, trial.checkpoint))
+        status = trial_status(trial, self.epochs, ended=True)
+        reason = divergence_reason(trial.last_result or {}) if status == "diverged" else None
+        self._put("end", trial.trial_id, (status, reason, trial.checkpoint))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._put("end", trial.trial_id, ("failed", error_line(trial), trial.checkpoint))
@@ -323,6 +326,12 @@ class TrialTracker(tune.Callback):
             self._client.set_tag(run.run_id, ERROR, error[:5000])
         self._client.set_terminated(run.run_id, "FAILED" if status == "failed" else "FINISHED")
 
+
+
+def divergence_reason(result: Mapping[str, Any]) -> str:
+    bad = [f"{name}={result.get(name)}" for name in ("train_loss", "val_loss")
+           if not isinstance(result.get(name), (int, float)) or not math.isfinite(result[name])]
+    return f"diverged at epoch {result.get('epoch', '?')}: {', '.join(bad) or 'non-finite loss'}"
 
 
 class TrackingGuard(tune.Stopper):

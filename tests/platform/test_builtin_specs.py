@@ -22,14 +22,23 @@ def test_digits_quick_is_the_small_default():
     assert spec.dataset.name == "digits" and spec.resources.gpus == 0
 
 
+MNIST_RUNS = {
+    # Two short trials each, with the settings that make one epoch meaningful.
+    "mnist-bayes": (["search.scheduler.name=none", "space.optimizer=adam", "train.lr=0.003", "space.augment=none"],
+                    {"lenet5", "cnn"}),
+    "mnist-arch": (["space.lr=0.003"], {"mlp", "lenet5", "cnn", "resnet"}),
+}
+
+
 @pytest.mark.e2e
-def test_mnist_spec_runs_on_the_real_mnist_files(ray_session, tracking_uri, tmp_path):
+@pytest.mark.parametrize("name", sorted(MNIST_RUNS))
+def test_mnist_specs_run_on_the_real_mnist_files(ray_session, tracking_uri, tmp_path, name):
     root = shared_mnist_root()
-    spec = load_spec("mnist-bayes", tracking_uri=tracking_uri, overrides=[
-        f"dataset.root={root}", "dataset.download=false", "search.num_samples=2", "train.epochs=1",
-        "search.scheduler.name=none", "space.optimizer=adam", "train.lr=0.003", "space.augment=none"])
+    overrides, models = MNIST_RUNS[name]
+    spec = load_spec(name, tracking_uri=tracking_uri, overrides=[
+        f"dataset.root={root}", "dataset.download=false", "search.num_samples=2", "train.epochs=1", *overrides])
     outcome = run_search(spec, storage=tmp_path / "results")
     assert outcome.counts["completed"] == 2
-    assert outcome.best["value"] > 0.8  # one epoch of either model on 7,200 real MNIST digits
+    assert outcome.best["value"] > 0.8  # one epoch on 7,200 real MNIST digits
     runs = query.trials(outcome.parent_run_id, tracking_uri)
-    assert len(runs) == 2 and set(runs["params.model"]) <= {"lenet5", "cnn"}
+    assert len(runs) == 2 and set(runs["params.model"]) <= models

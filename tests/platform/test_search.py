@@ -161,4 +161,6 @@ def test_a_diverging_trial_stops_as_diverged_and_the_search_goes_on(ray_session,
     children = _children(_runs(tracking_uri), outcome.parent_run_id)
     diverged = children[children["params.lr"] == "10.0"].iloc[0]
     assert diverged["tags.hpsearch.status"] == "diverged" and diverged["metrics.epoch"] < 3
+    assert diverged["tags.hpsearch.error"].startswith(f"diverged at epoch {int(diverged['metrics.epoch'])}: ")
+    assert "nan" in diverged["tags.hpsearch.error"] or "inf" in diverged["tags.hpsearch.error"]
     assert outcome.best["config"]["lr"] == 0.01
