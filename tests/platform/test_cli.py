@@ -12,8 +12,14 @@ from tests.conftest import run_cli
 def test_list_names_builtin_specs_and_registries(tmp_path):
     specs = run_cli("list", cwd=tmp_path)
     assert specs.returncode == 0 and "digits-quick" in specs.stdout.split()
-    models = run_cli("list", "models", cwd=tmp_path)
-    assert {"mlp", "lenet5", "cnn"} <= set(models.stdout.split())
+    expected = {"models": {"mlp", "lenet5", "cnn", "vgg", "inception", "resnet", "resnet18"},
+                "optimizers": {"sgd", "adam", "adamw", "rmsprop", "adagrad"},
+                "schedulers": {"none", "step", "cosine", "onecycle", "plateau"},
+                "augmentations": {"none", "light", "strong"},
+                "datasets": {"digits", "mnist", "fashion_mnist", "cifar10"}}
+    for what, names in expected.items():
+        listed = run_cli("list", what, cwd=tmp_path).stdout.split()
+        assert set(listed) == names and listed == sorted(listed), what
     assert list(tmp_path.iterdir()) == []
 
 
