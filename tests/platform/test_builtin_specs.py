@@ -26,7 +26,8 @@ MNIST_RUNS = {
     # Two short trials each, with the settings that make one epoch meaningful.
     "mnist-bayes": (["search.scheduler.name=none", "space.optimizer=adam", "train.lr=0.003", "space.augment=none"],
                     {"lenet5", "cnn"}),
-    "mnist-arch": (["space.lr=0.003"], {"mlp", "lenet5", "cnn", "resnet"}),
+    "mnist-arch": (["space.lr=0.003", "space.model.choice.resnet.channels=8", "space.model.choice.resnet.depth=1"],
+                   {"mlp", "lenet5", "cnn", "resnet"}),
 }
 
 

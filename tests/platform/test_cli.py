@@ -6,10 +6,11 @@ import json
 import pytest
 import yaml
 
+from hpsearch.platform.cli import main
 from tests.conftest import run_cli
 
 
-def test_list_names_builtin_specs_and_registries(tmp_path):
+def test_list_names_builtin_specs_and_registries(tmp_path, capsys, monkeypatch):
     specs = run_cli("list", cwd=tmp_path)
     assert specs.returncode == 0 and "digits-quick" in specs.stdout.split()
     expected = {"models": {"mlp", "lenet5", "cnn", "vgg", "inception", "resnet", "resnet18"},
@@ -17,8 +18,10 @@ def test_list_names_builtin_specs_and_registries(tmp_path):
                 "schedulers": {"none", "step", "cosine", "onecycle", "plateau"},
                 "augmentations": {"none", "light", "strong"},
                 "datasets": {"digits", "mnist", "fashion_mnist", "cifar10"}}
+    monkeypatch.chdir(tmp_path)
     for what, names in expected.items():
-        listed = run_cli("list", what, cwd=tmp_path).stdout.split()
+        assert main(["list", what]) == 0
+        listed = capsys.readouterr().out.split()
         assert set(listed) == names and listed == sorted(listed), what
     assert list(tmp_path.iterdir()) == []
 

@@ -41,7 +41,7 @@ def test_gradient_clipping_limits_each_update(digits):
         before = [p.detach().clone() for p in session.model.parameters()]
         session.config = session.config.model_copy(update={"batch_size": len(digits.train)})  # one step
         session.run_epoch()
-        return sum(float((p - b).norm() ** 2) for p, b in zip(session.model.parameters(), before)) ** 0.5
+        return sum(float((p.detach() - b).norm() ** 2) for p, b in zip(session.model.parameters(), before)) ** 0.5
 
     assert first_step_change(grad_clip=0.01) == pytest.approx(0.01, rel=1e-3)  # lr 1 x norm 0.01
     assert first_step_change() > 0.05
