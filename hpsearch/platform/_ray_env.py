@@ -14,6 +14,8 @@ WORKER_ENV = {
     # hpsearch tracks trials in MLflow; Tune's own CSV/JSON/TensorBoard files would be dead weight.
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
+# Checkpoints move between Tune's storage and MLflow without a progress bar per file.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # The driver prints hpsearch's own live view; Tune's tables would bury it.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Snapshot the experiment state often enough that a crash loses little of a search.

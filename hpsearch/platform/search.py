@@ -84,7 +84,8 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
     if parent.exception() is not None:
         raise tracking.TrackingUnavailable(f"cannot use the MLflow tracking store {uri}: {parent.exception()}")
     _experiment_id, parent_run_id = parent.result()
-    return _finish(finished, spec=spec, search_id=search_id, parent_run_id=parent_run_id, tracking_uri=uri)
+    return _finish(finished, spec=spec, search_id=search_id, parent_run_id=parent_run_id, tracking_uri=uri,
+                   local=address is None)
 
 
 def resume_search(search: str, *, tracking_uri: str | None = None, address: str | None = None,
@@ -111,7 +112,7 @@ def resume_search(search: str, *, tracking_uri: str | None = None, address: str 
         _shared(spec), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
         resume_unfinished=True, resume_errored=True)
     return _finish(_run_tuner(tuner), spec=spec, search_id=found.search_id, parent_run_id=found.run_id,
-                tracking_uri=uri)
+                   tracking_uri=uri, local=address is None)
 
 
 def _shared(spec: Spec) -> dict[str, Any]:
@@ -177,7 +178,8 @@ def _run_tuner(tuner) -> int:
     return results.num_terminated + results.num_errors
 
 
-def _finish(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tracking_uri: str) -> SearchOutcome:
+def _finish(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tracking_uri: str,
+            local: bool) -> SearchOutcome:
     """Close the search's parent run and print the summary."""
     client = tracking.client_for(tracking_uri)
     table = query.trials(parent_run_id, tracking_uri)
@@ -194,15 +196,19 @@ def _finish(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tr
     best = query.best(parent_run_id, tracking_uri) if counts["completed"] + counts["stopped_early"] else None
     status = "completed" if best is not None else "failed"
     if best is not None:
-        best["test"] = _evaluate_best(spec, best, client)
+        best["test"] = _evaluate_best(spec, best, client, local=local)
     tracking.finish_search_run(client, parent_run_id, status=status, metric=metric,
                                best_value=best["value"] if best else None, counts=counts)
     _print_summary(table, spec=spec, search_id=search_id, best=best, counts=counts, tracking_uri=tracking_uri)
     return SearchOutcome(search_id, parent_run_id, tracking_uri, status, counts, best)
 
 
-def _evaluate_best(spec: Spec, best: dict[str, Any], client) -> dict[str, float] | None:
-    """One evaluation on the test split, for the best trial only: the test split selects nothing."""
+def _evaluate_best(spec: Spec, best: dict[str, Any], client, *, local: bool) -> dict[str, float] | None:
+    """One evaluation on the test split, for the best trial only: the test split selects nothing.
+
+    A local search evaluates in this process, which has torch loaded already; on a cluster it is a
+    Ray task, placed where Ray finds resources, like the trials were.
+    """
     import tempfile
 
     import ray
@@ -216,8 +222,15 @@ def _evaluate_best(spec: Spec, best: dict[str, Any], client) -> dict[str, float]
             print(f"no test evaluation: the best trial's checkpoint could not be read ({error})", flush=True)
             return None
         config_json, model_bytes = (local / "config.json").read_text(), (local / "model.pt").read_bytes()
-    task = ray.remote(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus)(evaluate_remote)
-    evaluation = ray.get(task.remote(config_json, model_bytes, _shared(spec)["dataset"], spec.resources.cpus))
+    arguments = (config_json, model_bytes, _shared(spec)["dataset"], spec.resources.cpus)
+    if local:
+        import torch
+
+        gpu = spec.resources.gpus > 0 and torch.cuda.is_available()
+        evaluation = evaluate_remote(*arguments, device="cuda" if gpu else "cpu")
+    else:
+        task = ray.remote(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus)(evaluate_remote)
+        evaluation = ray.get(task.remote(*arguments))
     tracking.log_test_evaluation(client, best["run_id"], metrics=evaluation.metrics, confusion=evaluation.confusion)
     return evaluation.metrics
 

@@ -85,10 +85,16 @@ def make_trainable(shared: Mapping[str, Any], *, cpus: float, gpus: float):
     return tune.with_resources(tune.with_parameters(SearchTrial, shared=dict(shared)), {"cpu": cpus, "gpu": gpus})
 
 
-def evaluate_remote(config_json: str, model_bytes: bytes, dataset: Mapping[str, Any], cpus: float):
-    """Runs as a Ray task, wherever Ray places it: the test split never has to be on the driver."""
+def evaluate_remote(config_json: str, model_bytes: bytes, dataset: Mapping[str, Any], cpus: float,
+                    device: str | None = None):
+    """The test evaluation of a best trial, in this process or as a Ray task wherever Ray places it."""
     from hpsearch.trainables.evaluate import evaluate_on_test
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cpus)))
-    data = load_dataset(**dataset)
-    return evaluate_on_test(TrainConfig.model_validate_json(config_json), model_bytes, data=data, device=_device())
+    try:
+        data = load_dataset(**dataset)
+        return evaluate_on_test(TrainConfig.model_validate_json(config_json), model_bytes, data=data,
+                                device=device or _device())
+    finally:
+        torch.set_num_threads(threads)
