@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,23 +66,21 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
     print(f"search {search_id}: {planned} trials, {spec.search.algorithm} search over {spec.dataset.name}, "
           f"{spec.search.max_concurrent} at a time; tracking in {uri}", flush=True)
 
-    def start_parent_run() -> tuple[str, str]:
+    # Before Ray starts: a store that cannot be written stops the search before anything runs.
+    # (Overlapping this with Ray's start-up was tried: on 2 cores the schema migration of a new
+    # SQLite store then slows the trial actors' start by more than it saves.)
+    try:
         client = tracking.client_for(uri)
         experiment_id = tracking.experiment_id_for(client, spec.tracking.experiment)
-        return experiment_id, tracking.start_search_run(
+        parent_run_id = tracking.start_search_run(
             client, experiment_id=experiment_id, spec=spec, search_id=search_id,
             experiment_path=str(storage_path / search_id), spec_yaml=dump_spec(spec), planned_trials=planned)
-
-    # The tracking store is set up while Ray starts: on a new SQLite store that is seconds.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-setup") as pool:
-        parent = pool.submit(start_parent_run)
-        init_ray(address, num_cpus=num_cpus)
-        tuner = _build_tuner(spec, search_id=search_id, storage_path=storage_path, tracking_uri=uri,
-                             planned=planned, parent=parent)
-        finished = _run_tuner(tuner)
-    if parent.exception() is not None:
-        raise tracking.TrackingUnavailable(f"cannot use the MLflow tracking store {uri}: {parent.exception()}")
-    _experiment_id, parent_run_id = parent.result()
+    except Exception as error:  # noqa: BLE001  (any failure of the store is reported the same way)
+        raise tracking.TrackingUnavailable(f"cannot use the MLflow tracking store {uri}: {error}") from None
+    init_ray(address, num_cpus=num_cpus)
+    tuner = _build_tuner(spec, search_id=search_id, storage_path=storage_path, tracking_uri=uri,
+                         planned=planned, parent=(experiment_id, parent_run_id))
+    finished = _run_tuner(tuner)
     return _finish(finished, spec=spec, search_id=search_id, parent_run_id=parent_run_id, tracking_uri=uri,
                    local=address is None)
 
@@ -125,7 +122,7 @@ def _shared(spec: Spec) -> dict[str, Any]:
 
 
 def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri: str, planned: int,
-                 parent: Future):
+                 parent: tuple[str, str]):
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
     from ray.tune.schedulers import ASHAScheduler

@@ -13,7 +13,6 @@ import queue
 import subprocess
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -178,13 +177,12 @@ class _TrialRun:
 class TrialTracker(tune.Callback):
     """A Tune callback that mirrors every trial into an MLflow child run of the search's run.
 
-    The parent run comes from `parent`, a future that run_search fills while Ray starts its trial
-    actors (creating a new SQLite store takes seconds), or, for a restored search, is found again
-    by its search id.
+    The parent run is given as (experiment id, run id) or, for a restored search (Tune pickles its
+    callbacks without it), found again by the search id.
     """
 
     def __init__(self, *, tracking_uri: str, experiment: str, search_id: str, metric: str, epochs: int,
-                 parent: Future | None = None) -> None:
+                 parent: tuple[str, str] | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.search_id = search_id
@@ -259,7 +257,7 @@ class TrialTracker(tune.Callback):
     def _connect(self) -> None:
         self._client = client_for(self.tracking_uri)
         if self._parent is not None:
-            self.experiment_id, self.parent_run_id = self._parent.result()
+            self.experiment_id, self.parent_run_id = self._parent
         else:
             found = find_search_run(self._client, experiment=self.experiment, search_id=self.search_id)
             self.experiment_id, self.parent_run_id = found.info.experiment_id, found.info.run_id

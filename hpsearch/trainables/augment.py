@@ -13,7 +13,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2.functional import rgb_to_grayscale
 
 from hpsearch.trainables.config import AUGMENTATIONS
 
@@ -151,6 +150,9 @@ def _jitter_colors(batch: torch.Tensor, strength: float, generator: torch.Genera
         _uniform(count, 1 - strength, 1 + strength, generator, batch.device)[:, None, None, None]
         for _ in range(3))
     batch = (batch * brightness).clamp_(0, 255)
+    # Imported here: torchvision costs a trial worker most of a second at start-up.
+    from torchvision.transforms.v2.functional import rgb_to_grayscale
+
     mean_gray = rgb_to_grayscale(batch).mean(dim=(1, 2, 3), keepdim=True)
     batch = (contrast * batch + (1 - contrast) * mean_gray).clamp_(0, 255)
     return (saturation * batch + (1 - saturation) * rgb_to_grayscale(batch)).clamp_(0, 255)

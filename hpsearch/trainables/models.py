@@ -6,7 +6,6 @@ new architecture is one registered function and the model tests pick it up.
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from hpsearch.trainables.config import MODELS, TrainConfig
@@ -228,6 +227,8 @@ def resnet(config: TrainConfig, *, input_shape: InputShape, num_classes: int) ->
 def resnet18(config: TrainConfig, *, input_shape: InputShape, num_classes: int) -> nn.Module:
     """torchvision's ResNet-18 (untrained) for small images: a 3x3 stride-1 first conv and no max pooling,
     so that an 8 px image still reaches the last stage. Widths, BatchNorm and ReLU are torchvision's."""
+    import torchvision  # here: importing it costs every trial worker most of a second at start-up
+
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision's own
