@@ -55,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate = command("validate", _validate, "Check a spec and print it resolved, without running anything.")
     _spec_arguments(validate)
 
-    listing = command("list", _list, "List the built-in specs, or the registered models, optimizers or datasets.")
+    listing = command("list", _list, "List the built-in specs, or a registry: models, optimizers, schedulers, augmentations, initializations, datasets.")
     listing.add_argument("what", nargs="?", default="specs",
-                         choices=["specs", "models", "optimizers", "schedulers", "augmentations", "datasets"])
+                         choices=["specs", "models", "optimizers", "schedulers", "augmentations", "initializations",
+                                  "datasets"])
 
     resume = command("resume", _resume, "Finish an interrupted search; trials continue their own MLflow runs.")
     resume.add_argument("search", help="search name (its latest search) or id")
@@ -132,6 +133,7 @@ def _list(args) -> int:
 
         names = {"models": trainables.MODELS, "optimizers": trainables.OPTIMIZERS,
                  "schedulers": trainables.SCHEDULES, "augmentations": trainables.AUGMENTATIONS,
+                 "initializations": trainables.INITIALIZATIONS,
                  "datasets": trainables.DATASETS}[args.what].names()
     print("\n".join(names))
     return 0

@@ -17,6 +17,7 @@ def test_list_names_builtin_specs_and_registries(tmp_path, capsys, monkeypatch):
                 "optimizers": {"sgd", "adam", "adamw", "rmsprop", "adagrad"},
                 "schedulers": {"none", "step", "cosine", "onecycle", "plateau"},
                 "augmentations": {"none", "light", "strong"},
+                "initializations": {"default", "kaiming", "xavier", "orthogonal"},
                 "datasets": {"digits", "mnist", "fashion_mnist", "cifar10"}}
     monkeypatch.chdir(tmp_path)
     for what, names in expected.items():
