@@ -122,6 +122,8 @@ def trials(search: str | Search, tracking_uri: str | None = None) -> pd.DataFram
         "status": runs[f"tags.{tags.STATUS}"],
         "run_id": runs["run_id"],
         "epochs": runs.get("metrics.epoch", pd.Series(dtype=float)).astype("Int64"),
+        "start_time": pd.to_datetime(runs["start_time"], utc=True),
+        "end_time": pd.to_datetime(runs["end_time"], utc=True),
         "duration_s": _duration_s(runs),
         "node": runs.get(f"tags.{tags.NODE}"),
     })

@@ -1,0 +1,106 @@
+"""Pure functions over the trials DataFrame of `hpsearch.query.trials`: what the dashboard's
+views show, computed without MLflow, Dash or a browser, so each can be tested on a DataFrame."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+MAX_POINTS = 5000  # per trace: more is downsampled before it is sent to the browser
+LOG_SPAN = 100.0  # a positive parameter spanning this factor or more is shown on a log axis
+
+
+def parameter_columns(trials: pd.DataFrame) -> list[str]:
+    """The `params.*` columns, in a stable order."""
+    return sorted(column for column in trials.columns if column.startswith("params."))
+
+
+def is_log_scaled(values: pd.Series) -> bool:
+    """True for positive numbers spanning two decades or more (learning rates, weight decays)."""
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    if numbers.empty or (numbers <= 0).any() or len(numbers) != values.dropna().size:
+        return False
+    return numbers.max() / numbers.min() >= LOG_SPAN
+
+
+def best_so_far(trials: pd.DataFrame, *, metric: str, mode: str, by: str = "trial") -> pd.DataFrame:
+    """The running best of `best_<metric>` as trials finish: by trial number or by wall time.
+
+    Columns: trial, x (trial rank, or seconds since the search's first start), value, best,
+    stopped_early.
+    """
+    column = f"best_{metric}"
+    if trials.empty or column not in trials:
+        return pd.DataFrame(columns=["trial", "x", "value", "best", "stopped_early"])
+    frame = trials.dropna(subset=[column])
+    if by == "time":
+        ends = pd.to_datetime(frame["end_time"], utc=True)
+        frame = frame.assign(x=(ends - pd.to_datetime(trials["start_time"], utc=True).min()).dt.total_seconds())
+        frame = frame.dropna(subset=["x"]).sort_values("x")
+    elif by == "trial":
+        frame = frame.sort_values("trial").assign(x=lambda f: np.arange(1, len(f) + 1))
+    else:
+        raise ValueError(f"by: {by!r} is not one of ['trial', 'time']")
+    values = frame[column].astype(float)
+    best = values.cummax() if mode == "max" else values.cummin()
+    return pd.DataFrame({"trial": frame["trial"].to_numpy(), "x": frame["x"].to_numpy(), "value": values.to_numpy(),
+                         "best": best.to_numpy(), "stopped_early": (frame["status"] == "stopped_early").to_numpy()})
+
+
+def differing_settings(trials: pd.DataFrame, selected: Sequence[str]) -> pd.DataFrame:
+    """Side by side parameters of 2 to 5 selected trials, one row per parameter, `differs` marked."""
+    if not 2 <= len(selected) <= 5:
+        raise ValueError(f"compare 2 to 5 trials, got {len(selected)}")
+    chosen = trials.set_index("trial").loc[list(selected)]
+    table = chosen[parameter_columns(trials)].T
+    table.index = [name.removeprefix("params.") for name in table.index]
+    table = table.dropna(how="all")
+    shown = table.map(lambda value: "-" if _missing(value) else str(value))
+    return shown.assign(differs=shown.nunique(axis=1) > 1)
+
+
+def parameter_importance(trials: pd.DataFrame, *, metric: str, mode: str, seed: int = 0) -> pd.Series:
+    """fANOVA importance of each parameter for `best_<metric>`, through Optuna's evaluator.
+
+    Optuna evaluates the parameters every finished trial has: in a conditional space those are
+    the ones outside the branches (a branch's parameters are judged through its choice).
+    """
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    column = f"best_{metric}"
+    finished = trials.dropna(subset=[column])
+    params = [c for c in parameter_columns(finished) if finished[c].notna().all() and finished[c].nunique() > 1]
+    if len(finished) < 2 or not params:
+        return pd.Series(dtype=float)
+    distributions = {}
+    for name in params:
+        numbers = pd.to_numeric(finished[name], errors="coerce")
+        if numbers.notna().all():
+            distributions[name] = FloatDistribution(float(numbers.min()), float(numbers.max()),
+                                                    log=is_log_scaled(finished[name]))
+        else:
+            distributions[name] = CategoricalDistribution(sorted({str(v) for v in finished[name]}))
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for _, row in finished.iterrows():
+        values = {name: (float(row[name]) if isinstance(dist, FloatDistribution) else str(row[name]))
+                  for name, dist in distributions.items()}
+        study.add_trial(optuna.trial.create_trial(params=values, distributions=distributions,
+                                                  value=float(row[column])))
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    importance = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    return pd.Series({name.removeprefix("params."): value for name, value in importance.items()}, name="importance")
+
+
+def downsample(frame: pd.DataFrame, *, max_points: int = MAX_POINTS) -> pd.DataFrame:
+    """At most `max_points` rows, evenly spaced, always keeping the first and the last."""
+    if len(frame) <= max_points:
+        return frame
+    positions = np.unique(np.linspace(0, len(frame) - 1, max_points).round().astype(int))
+    return frame.iloc[positions]
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
