@@ -158,7 +158,11 @@ def best(search: str | Search, tracking_uri: str | None = None) -> dict[str, Any
     """The best trial: its config, its best metric value and epoch, and its run id."""
     uri = resolve_uri(tracking_uri)
     found = find_search(search, uri)
-    table = trials(found, uri)
+    return best_of(found, trials(found, uri))
+
+
+def best_of(found: Search, table: pd.DataFrame) -> dict[str, Any]:
+    """The best trial of a trials table already read (see `best`)."""
     column = f"best_{found.metric}"
     if table.empty or column not in table or table[column].isna().all():
         raise SearchNotFound(f"search {found.search_id!r} has no trial with a {found.metric} yet")

@@ -179,7 +179,8 @@ def _finish(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tr
             local: bool) -> SearchOutcome:
     """Close the search's parent run and print the summary."""
     client = tracking.client_for(tracking_uri)
-    table = query.trials(parent_run_id, tracking_uri)
+    found = query.find_search(parent_run_id, tracking_uri)
+    table = query.trials(found, tracking_uri)
     counts = {status: int((table["status"] == status).sum())
               for status in ("completed", "stopped_early", "diverged", "failed")}
     metric = spec.search.metric
@@ -190,7 +191,7 @@ def _finish(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tr
         print(f"\nsearch {search_id} interrupted ({sum(counts.values())} trials finished); finish it with:\n"
               f"  hpsearch resume {search_id}", flush=True)
         return SearchOutcome(search_id, parent_run_id, tracking_uri, "interrupted", counts, None)
-    best = query.best(parent_run_id, tracking_uri) if counts["completed"] + counts["stopped_early"] else None
+    best = query.best_of(found, table) if counts["completed"] + counts["stopped_early"] else None
     status = "completed" if best is not None else "failed"
     if best is not None:
         best["test"] = _evaluate_best(spec, best, client, local=local)

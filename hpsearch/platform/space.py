@@ -86,7 +86,7 @@ def _parse_mapping(raw, path, problems, allowed, check_value, enclosing: frozens
     if raw is None:
         return SearchSpace()
     if not isinstance(raw, Mapping):
-        problems.append(f"{path}: expected a mapping of parameter names to distributions, got {_show(raw)}")
+        problems.append(f"{path}: expected a mapping of parameter names to distributions, got {show_value(raw)}")
         return SearchSpace()
     params = []
     level = {name for name in raw if isinstance(name, str)}
@@ -143,7 +143,7 @@ def _parse_values(name, kind, body, path, problems, allowed, check_value, enclos
         param = Param(name, path, kind, values=tuple(body), branches=branches)
         return _checked(param, problems, check_value)
     if not isinstance(body, list):
-        problems.append(f"{where}: expected a list of values (or a mapping of value -> parameters), got {_show(body)}")
+        problems.append(f"{where}: expected a list of values (or a mapping of value -> parameters), got {show_value(body)}")
         return None
     if not body:
         problems.append(f"{where}: empty; list at least one value")
@@ -154,14 +154,14 @@ def _parse_values(name, kind, body, path, problems, allowed, check_value, enclos
 def _parse_range(name, kind, body, step, path, problems, check_value) -> Param | None:
     where = f"{path}.{kind}"
     if not (isinstance(body, list) and len(body) == 2):
-        problems.append(f"{where}: expected [low, high], got {_show(body)}")
+        problems.append(f"{where}: expected [low, high], got {show_value(body)}")
         return None
     numeric = int if kind == "int" else (int, float)
     low, high = body
     bad = [v for v in (low, high, step) if v is not None and (isinstance(v, bool) or not isinstance(v, numeric))]
     if bad:
         wanted = "integers" if kind == "int" else "numbers"
-        problems.append(f"{where}: bounds and step must be {wanted}, got {_show(bad[0])}")
+        problems.append(f"{where}: bounds and step must be {wanted}, got {show_value(bad[0])}")
         return None
     if not low <= high:
         problems.append(f"{where}: low <= high must hold, got low={low}, high={high}")
@@ -188,12 +188,13 @@ def _checked(param: Param, problems: list[str], check_value) -> Param | None:
     for value in param.values:
         message = check_value(param.name, value)
         if message:
-            problems.append(f"{param.path}{suffix}: {_show(value)} is not allowed for {param.name}: {message}")
+            problems.append(f"{param.path}{suffix}: {show_value(value)} is not allowed for {param.name}: {message}")
             return None
     return param
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A value as an error message quotes it: its repr, cut at 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

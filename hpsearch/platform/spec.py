@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpsearch.platform.tags import resolve_uri
-from hpsearch.platform.space import ALGORITHMS, SearchSpace, SpaceError, check_algorithm, parse_space
+from hpsearch.platform.space import ALGORITHMS, SearchSpace, SpaceError, show_value, check_algorithm, parse_space
 from hpsearch.trainables import DATASETS, EPOCH_METRICS, TrainConfig
 from hpsearch._suggest import did_you_mean
 
@@ -292,7 +292,7 @@ def _format_errors(error: ValidationError, raw: Mapping[str, Any]) -> list[str]:
         elif item["type"] == "missing":
             problems.append(f"{path}: required, missing")
         else:
-            shown, message = _show(item.get("input")), _clean_message(item["msg"])
+            shown, message = show_value(item.get("input")), _clean_message(item["msg"])
             # A message that already quotes the value reads better without repeating it.
             problems.append(f"{path}: {message}" if shown in message else f"{path}: {shown} is not allowed: {message}")
     return problems
@@ -313,11 +313,6 @@ def _clean_message(message: str) -> str:
     message = re.sub(r"^Value error, ", "", message)
     message = re.sub(r" or instance of \w+", "", message)  # pydantic names the model class
     return message[0].lower() + message[1:] if message else message
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def dump_spec(spec: Spec) -> str:
