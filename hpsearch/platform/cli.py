@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Sequence
 
+from hpsearch.platform import defaults
+
 USAGE_ERROR = 2
 INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
 
@@ -82,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     searches = command("searches", _searches, "List the searches in the tracking store, newest first.")
     searches.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+
+    dashboard = command("dashboard", _dashboard, "Serve the dashboard over the tracking store's searches (read-only).")
+    dashboard.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    dashboard.add_argument("--host", default=defaults.LOOPBACK,
+                           help=f"interface to listen on (default: {defaults.LOOPBACK}, this machine only)")
+    dashboard.add_argument("--port", type=int, default=defaults.DASHBOARD_PORT,
+                           help=f"port (default: {defaults.DASHBOARD_PORT})")
+    dashboard.add_argument("--refresh", type=float, default=5.0, metavar="SECONDS",
+                           help="how often an open page fetches new and changed trials (default: 5)")
+
+    from hpsearch.platform import cluster_cli
+
+    cluster_cli.add_commands(command)
     return parser
 
 
@@ -217,6 +232,12 @@ def _searches(args) -> int:
         return 0
     print(table.drop(columns=["experiment_id"]).to_string(index=False, na_rep="-"))
     return 0
+
+
+def _dashboard(args) -> int:
+    from hpsearch.dashboard import serve
+
+    return serve(tracking_uri=args.tracking_uri, host=args.host, port=args.port, refresh_s=args.refresh)
 
 
 if __name__ == "__main__":
