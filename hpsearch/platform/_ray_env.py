@@ -4,8 +4,11 @@ from __future__ import annotations
 import os
 
 # Without this, Ray binds the machine's external address and all interfaces; Ray has no
-# authentication, so a local search must stay on 127.0.0.1.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# authentication, so a local search must stay on 127.0.0.1. A driver attached to a cluster
+# (RAY_ADDRESS, which Ray Jobs also sets) must be reachable from the other nodes: the cluster's
+# own setting holds there.
+if not os.environ.get("RAY_ADDRESS"):
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 # Settings every trial process needs, passed to workers through the job's runtime_env.
 WORKER_ENV = {

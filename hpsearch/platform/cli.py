@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -118,6 +119,8 @@ def _load(args):
 
 def _run(args) -> int:
     spec = _load(args)
+    if args.address:  # before Ray is imported: see _ray_env
+        os.environ["RAY_ADDRESS"] = args.address
     from hpsearch.platform.search import run_search
     from hpsearch.platform.tracking import TrackingUnavailable
 
@@ -155,6 +158,8 @@ def _list(args) -> int:
 
 
 def _resume(args) -> int:
+    if args.address:  # before Ray is imported: see _ray_env
+        os.environ["RAY_ADDRESS"] = args.address
     from hpsearch.platform.query import SearchNotFound
     from hpsearch.platform.search import resume_search
 

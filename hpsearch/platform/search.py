@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -47,6 +48,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     _quiet_ray_logs()
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS")  # set by Ray Jobs for a submitted search
     runtime_env = {"env_vars": dict(_ray_env.WORKER_ENV)}
     if address:
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
