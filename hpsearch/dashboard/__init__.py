@@ -1,1 +1,6 @@
-"""The dashboard over MLflow runs. `data` holds its pure functions over the DataFrames of hpsearch.query."""
+"""The dashboard: a read-only Dash app over the searches and trials in an MLflow tracking store."""
+from __future__ import annotations
+
+from hpsearch.dashboard.app import create_app, serve
+
+__all__ = ["create_app", "serve"]

@@ -17,12 +17,28 @@ def parameter_columns(trials: pd.DataFrame) -> list[str]:
     return sorted(column for column in trials.columns if column.startswith("params."))
 
 
+def hashable_params(trials: pd.DataFrame) -> pd.DataFrame:
+    """List-valued parameters (hidden_sizes: [256, 128]) as their text, so they group and compare."""
+    frame = trials.copy()
+    for column in parameter_columns(frame):
+        if frame[column].map(lambda value: isinstance(value, (list, dict))).any():
+            frame[column] = frame[column].map(lambda value: str(value) if isinstance(value, (list, dict)) else value)
+    return frame
+
+
 def is_log_scaled(values: pd.Series) -> bool:
-    """True for positive numbers spanning two decades or more (learning rates, weight decays)."""
+    """True for positive numbers spread over two decades or more (learning rates, weight decays).
+
+    Spread, not just spanning: a uniform draw from [0, 0.5] may hold 0.001 too, but nine in ten of
+    its values lie in the top decade, where a log-uniform draw over four decades has one in four.
+    """
     numbers = pd.to_numeric(values, errors="coerce").dropna()
     if numbers.empty or (numbers <= 0).any() or len(numbers) != values.dropna().size:
         return False
-    return numbers.max() / numbers.min() >= LOG_SPAN
+    top = numbers.max()
+    if top / numbers.min() < LOG_SPAN:
+        return False
+    return len(numbers) < 5 or (numbers < top / 10).mean() >= 0.25
 
 
 def best_so_far(trials: pd.DataFrame, *, metric: str, mode: str, by: str = "trial") -> pd.DataFrame:
@@ -83,6 +99,7 @@ def parameter_importance(trials: pd.DataFrame, *, metric: str, mode: str, seed: 
                                                     log=is_log_scaled(finished[name]))
         else:
             distributions[name] = CategoricalDistribution(sorted({str(v) for v in finished[name]}))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created" for every look
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for _, row in finished.iterrows():
         values = {name: (float(row[name]) if isinstance(dist, FloatDistribution) else str(row[name]))

@@ -18,6 +18,7 @@ import pandas as pd
 
 from hpsearch._suggest import did_you_mean
 from hpsearch.platform import tags
+from hpsearch.platform.index import TrialRuns
 from hpsearch.platform.tags import resolve_uri
 
 
@@ -113,15 +114,29 @@ def trials(search: str | Search, tracking_uri: str | None = None) -> pd.DataFram
     """One row per trial: trial, status, params.*, final metrics, best_<metric>, best_epoch, duration."""
     uri = resolve_uri(tracking_uri)
     found = find_search(search, uri)
-    runs = _search_runs(uri, f"tags.`{tags.PARENT}` = '{found.run_id}'", [found.experiment_id])
+    return trials_frame(trial_runs(found, uri).frame, metric=found.metric)
+
+
+def trial_runs(found: Search, tracking_uri: str) -> TrialRuns:
+    """The search's trial runs as MLflow has them, through its snapshot when it has one."""
+    import mlflow
+
+    _require_store(tracking_uri)
+    client = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri)
+    return TrialRuns.load(client, experiment_id=found.experiment_id, parent_run_id=found.run_id)
+
+
+def trials_frame(runs: pd.DataFrame, *, metric: str) -> pd.DataFrame:
+    """A trials table from trial runs in `mlflow.search_runs`'s shape."""
     if runs.empty:
-        return pd.DataFrame(columns=["trial", "status", "run_id", f"best_{found.metric}", "epochs"])
+        return pd.DataFrame(columns=["trial", "status", "run_id", f"best_{metric}", "epochs"])
+    runs = runs.reset_index(drop=True)
     frame = pd.DataFrame({
         "trial": runs[f"tags.{tags.TRIAL_ID}"].str.rsplit("_", n=1).str[-1],
         "trial_id": runs[f"tags.{tags.TRIAL_ID}"],
         "status": runs[f"tags.{tags.STATUS}"],
         "run_id": runs["run_id"],
-        "epochs": runs.get("metrics.epoch", pd.Series(dtype=float)).astype("Int64"),
+        "epochs": pd.to_numeric(runs.get("metrics.epoch", pd.Series(index=runs.index, dtype=float))).astype("Int64"),
         "start_time": pd.to_datetime(runs["start_time"], utc=True),
         "end_time": pd.to_datetime(runs["end_time"], utc=True),
         "duration_s": _duration_s(runs),
@@ -131,9 +146,9 @@ def trials(search: str | Search, tracking_uri: str | None = None) -> pd.DataFram
     for column in metric_columns:
         name = column.removeprefix("metrics.")
         if name == "best_epoch":
-            frame[name] = runs[column].astype("Int64")
+            frame[name] = pd.to_numeric(runs[column]).astype("Int64")
         elif name != "epoch":
-            frame[name] = runs[column]
+            frame[name] = pd.to_numeric(runs[column])
     for column in (c for c in runs.columns if c.startswith("params.")):
         # object dtype keeps 2 an int beside a missing value in another branch's trials
         frame[column] = pd.Series([_parse_param(v) for v in runs[column]], index=runs.index, dtype=object)
@@ -196,6 +211,19 @@ def _duration_s(runs: pd.DataFrame) -> pd.Series:
 def _parse_param(text: Any) -> Any:
     """MLflow stores params as strings; give numbers, booleans and lists back their types."""
     if not isinstance(text, str):
+        return text
+    try:  # the common case, without YAML's cost (10,000 trials have tens of thousands of params)
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        float_value = float(text)
+    except ValueError:
+        pass
+    else:
+        if text.strip().lower() not in ("nan", "inf", "-inf", "infinity", "-infinity", "+inf"):
+            return float_value
+    if not text or text[0] not in "[TtFfYyNnOo":  # only lists and YAML booleans are left to parse
         return text
     import yaml
 

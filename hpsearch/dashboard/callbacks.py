@@ -1,0 +1,351 @@
+"""The dashboard's callbacks: plain functions of a `RunSource` and the page's inputs, which the tests
+call directly, and `register`, which wires them to the app."""
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pandas as pd
+from dash import Input, Output, State, html, no_update
+
+from hpsearch.dashboard import data, figures, layout
+from hpsearch.dashboard.source import RunSource
+from hpsearch.platform.query import SearchNotFound
+
+IMPORTANCE_TRIALS = 2000  # fANOVA on a seeded sample of a larger search: the ranking settles long before
+_HIDDEN_BY_DEFAULT = ("trial_id", "run_id", "start_time", "end_time", "node", "epoch_seconds", "images_per_second",
+                      "lr")
+_RED = "#fde2dd"
+
+
+def route(pathname: str | None, search: str | None) -> Any:
+    """The page for a URL: `/` lists searches, `/search/<id>?trials=a,b` is a search with trials selected."""
+    path = (pathname or "/").rstrip("/")
+    if path in ("", "/searches"):
+        return layout.searches_page()
+    if path.startswith("/search/"):
+        search_id = urllib.parse.unquote(path.removeprefix("/search/"))
+        return layout.search_page(search_id, selected=selected_from_query(search))
+    return layout.not_found(f"no page at {pathname}")
+
+
+def selected_from_query(search: str | None) -> list[str]:
+    values = urllib.parse.parse_qs((search or "").lstrip("?")).get("trials", [])
+    return [trial for value in values for trial in value.split(",") if trial]
+
+
+def selection_query(selected: Sequence[str]) -> str:
+    return f"?trials={','.join(selected)}" if selected else ""
+
+
+# ---- searches page
+def searches_rows(source: RunSource) -> list[dict]:
+    """A row per search: its link, algorithm, status, trial counts, best metric, start and duration."""
+    rows = []
+    for search in source.searches().itertuples():
+        rows.append({
+            "search_id": f"[{search.search_id}](/search/{urllib.parse.quote(search.search_id)})",
+            "name": search.name, "algorithm": search.algorithm, "status": search.status,
+            **_trial_summary(source, search), "metric": f"{search.metric} ({search.mode})",
+            "started": pd.Timestamp(search.start_time).strftime("%Y-%m-%d %H:%M:%S"),
+            "duration": _duration(search.duration_s),
+        })
+    return rows
+
+
+def _trial_summary(source: RunSource, search) -> dict[str, Any]:
+    """Trial counts by state and the best value so far, from the search's trials (its snapshot
+    makes this cheap even for a large search, and a running search's parent has no totals yet)."""
+    try:
+        trials = source.search(search.search_id).trials
+    except SearchNotFound:
+        trials = pd.DataFrame(columns=["status"])
+    status = trials["status"] if "status" in trials else pd.Series(dtype=object)
+    column = f"best_{search.metric}"
+    values = trials[column].dropna() if column in trials else pd.Series(dtype=float)
+    best = None if values.empty else float(values.max() if search.mode == "max" else values.min())
+    return {"running": int((status == "running").sum()),
+            "done": int(status.isin(["completed", "stopped_early"]).sum()),
+            "stopped_early": int((status == "stopped_early").sum()),
+            "failed": int(status.isin(["failed", "diverged", "interrupted"]).sum()), "best": best}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or pd.isna(seconds):
+        return "running"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+
+
+# ---- search page
+@dataclass
+class SearchView:
+    """What the search page's main callback sends; `None` means leave it as the page has it."""
+
+    version: int
+    header: Any = None
+    best_card: Any = None
+    row_data: list[dict] | None = None
+    row_transaction: dict | None = None
+    column_defs: list[dict] | None = None
+    column_options: list[dict] | None = None
+    columns_shown: list[str] | None = None
+    parcoords: Any = None
+    param_options: list[dict] | None = None
+    metric_options: list[dict] | None = None
+    metric: str | None = None
+    selected: dict | None = None
+    extras: dict = field(default_factory=dict)
+
+
+def search_view(source: RunSource, search_id: str, *, known_version: int,
+                initial_selection: Sequence[str] = ()) -> SearchView:
+    """The first view of a search (known_version 0) or, on each tick, only what changed since."""
+    found = source.search(search_id)
+    if found.version == known_version:
+        return SearchView(version=known_version)
+    search, trials = found.search, found.trials
+    view = SearchView(version=found.version, header=header(search, trials), best_card=best_card(source, found),
+                      parcoords=figures.parallel_coordinates(trials, metric=search.metric, mode=search.mode))
+    if known_version == 0:
+        view.row_data = grid_rows(trials)
+        view.column_options = [{"label": name, "value": name} for name in trial_columns(trials)]
+        view.columns_shown = default_columns(trials)
+        view.column_defs = column_defs(trials, view.columns_shown)
+        params = [name.removeprefix("params.") for name in data.parameter_columns(trials)]
+        view.param_options = [{"label": name, "value": name} for name in params]
+        metrics = sorted({name.removeprefix("best_") for name in trials.columns if name.startswith("best_")}
+                         | {search.metric})
+        epoch_metrics = [m for m in ("val_accuracy", "val_loss", "train_loss", "train_accuracy",
+                                     "val_accuracy_top5", "lr") if m in trials.columns or m in metrics]
+        view.metric_options = [{"label": name, "value": name} for name in epoch_metrics or [search.metric]]
+        view.metric = search.metric
+        if initial_selection:
+            view.selected = {"ids": [t for t in initial_selection if t in set(trials["trial"])]}
+    else:
+        added, updated = found.rows_since(known_version)
+        view.row_transaction = {"add": grid_rows(added), "update": grid_rows(updated)}
+    return view
+
+
+def header(search, trials: pd.DataFrame) -> html.Div:
+    counts = trials["status"].value_counts().to_dict() if "status" in trials else {}
+    parts = [f"{counts.get(name, 0)} {name.replace('_', ' ')}" for name in
+             ("running", "completed", "stopped_early", "diverged", "failed", "interrupted") if counts.get(name)]
+    return html.Div([
+        html.H2(search.search_id, style={"margin": "0 0 4px"}, id="search-title"),
+        html.Div(f"{search.status} · {search.mode}imize {search.metric} · {len(trials)} trials: "
+                 f"{', '.join(parts) or 'none yet'}", id="search-status", style={"color": "#444"}),
+    ], style={"marginBottom": "12px"})
+
+
+def best_card(source: RunSource, found) -> html.Div:
+    """The best trial: its metric, epoch, configuration, MLflow run and checkpoint."""
+    from hpsearch.platform.query import best_of
+
+    try:
+        best = best_of(found.search, found.trials)
+    except SearchNotFound as error:
+        return html.Div([html.H4("Best trial", style={"margin": 0}), html.P(str(error))])
+    run_link = mlflow_run_url(source.tracking_uri, found.search.experiment_id, best["run_id"])
+    row = found.trials.set_index("trial").loc[best["trial"]]
+    test = {name: row[name] for name in ("test_accuracy", "test_loss") if name in row and pd.notna(row[name])}
+    items = [html.Li([html.B(f"{name}: "), show(value)]) for name, value in best["config"].items()]
+    return html.Div([
+        html.H4(f"Best trial: {best['trial']}", style={"margin": "0 0 6px"}, id="best-trial"),
+        html.Div([html.Span(f"{best['metric']} ", style={"color": "#555"}),
+                  html.Span(f"{best['value']:.4f}", style={"fontSize": "26px", "fontWeight": "bold"}),
+                  html.Span(f"  at epoch {best['best_epoch']} ({best['status'].replace('_', ' ')})",
+                            style={"color": "#555"})]),
+        html.Div(", ".join(f"{name} {value:.4f}" for name, value in test.items()) + " (test split, evaluated once)"
+                 if test else "", style={"color": "#555"}),
+        html.Ul(items, style={"columns": 2, "paddingLeft": "18px", "margin": "8px 0"}),
+        html.Div(["MLflow run: ", html.A(best["run_id"], href=run_link, target="_blank") if run_link
+                  else html.Code(best["run_id"])]),
+        html.Div(["checkpoint: ", html.Code(f"runs:/{best['run_id']}/checkpoint")]),
+    ])
+
+
+def show(value: Any) -> str:
+    """A setting as a person reads it: 0.0021097, not 0.002109695961230228."""
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value
+    if isinstance(value, float):
+        return f"{value:.5g}"
+    return str(value)
+
+
+def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
+    """A link into MLflow's UI where the store is a server; a local store has no UI running."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    parts = urllib.parse.urlsplit(tracking_uri)
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return f"{parts.scheme}://{host}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def trial_columns(trials: pd.DataFrame) -> list[str]:
+    return [c for c in trials.columns if c != "trial"]
+
+
+def default_columns(trials: pd.DataFrame) -> list[str]:
+    return [c for c in trial_columns(trials) if c not in _HIDDEN_BY_DEFAULT]
+
+
+def column_defs(trials: pd.DataFrame, shown: Sequence[str]) -> list[dict]:
+    definitions = [{"field": "trial", "pinned": "left", "minWidth": 100}]
+    for name in trial_columns(trials):
+        definition = {"field": _field(name), "headerName": name.removeprefix("params."), "hide": name not in shown}
+        if pd.api.types.is_float_dtype(trials[name]):
+            definition.update(type="numericColumn", filter="agNumberColumnFilter",
+                              valueFormatter={"function": "params.value == null ? '' : d3.format('.4~g')(params.value)"})
+        elif pd.api.types.is_integer_dtype(trials[name]):
+            definition.update(type="numericColumn", filter="agNumberColumnFilter")
+        definitions.append(definition)
+    return definitions
+
+
+def _field(name: str) -> str:
+    return name.replace(".", "__")  # AG Grid reads a dot as a nested field
+
+
+def grid_rows(trials: pd.DataFrame) -> list[dict]:
+    """Rows for AG Grid: JSON-ready values, no NaN."""
+    if trials.empty:
+        return []
+    frame = trials.copy()
+    for column in ("start_time", "end_time"):
+        if column in frame:
+            frame[column] = frame[column].dt.strftime("%H:%M:%S")
+    frame.columns = [_field(c) for c in frame.columns]
+    frame = frame.astype(object).where(frame.notna(), None)
+    return frame.to_dict("records")
+
+
+def curves_view(source: RunSource, search_id: str, selected: Sequence[str], metric: str):
+    """Learning curves of the selected trials."""
+    if not selected:
+        return figures.learning_curves(pd.DataFrame(columns=["trial", "step", "value"]), metric=metric)
+    return figures.learning_curves(source.curves(search_id, selected, metric), metric=metric)
+
+
+def compare_view(source: RunSource, search_id: str, selected: Sequence[str]) -> Any:
+    """A table of 2 to 5 selected trials' settings, rows that differ highlighted."""
+    if not 2 <= len(selected) <= 5:
+        return html.P(f"select 2 to 5 trials to compare them ({len(selected)} selected)", style={"color": "#666"})
+    found = source.search(search_id, refresh=False)
+    table = data.differing_settings(found.trials, list(selected))
+    metric = f"best_{found.search.metric}"
+    values = found.trials.set_index("trial").loc[list(selected), metric]
+    head = html.Tr([html.Th("setting"), *[html.Th(f"trial {trial}") for trial in selected]])
+    rows = [html.Tr([html.Td(html.B(metric)), *[html.Td(f"{value:.4f}" if pd.notna(value) else "-")
+                                                for value in values]])]
+    for name, row in table.iterrows():
+        style = {"background": _RED} if row["differs"] else {}
+        rows.append(html.Tr([html.Td(name), *[html.Td(show(row[trial])) for trial in selected]], style=style,
+                            className="differs" if row["differs"] else "same"))
+    return html.Table([html.Thead(head), html.Tbody(rows)], id="compare-table",
+                      style={"borderCollapse": "collapse", "width": "100%"})
+
+
+def best_so_far_view(source: RunSource, search_id: str, by: str):
+    found = source.search(search_id, refresh=False)
+    frame = data.best_so_far(found.trials, metric=found.search.metric, mode=found.search.mode, by=by)
+    return figures.best_so_far_figure(frame, metric=found.search.metric, by=by)
+
+
+def metric_vs_param_view(source: RunSource, search_id: str, param: str | None, color_by: str | None):
+    found = source.search(search_id, refresh=False)
+    if not param:
+        return figures.empty_figure("no parameters")
+    return figures.metric_vs_param(found.trials, param, metric=found.search.metric,
+                                   color_by=color_by if color_by != param else None)
+
+
+def importance_view(source: RunSource, search_id: str):
+    found = source.search(search_id, refresh=False)
+    trials = found.trials
+    if len(trials) > IMPORTANCE_TRIALS:
+        trials = trials.sample(IMPORTANCE_TRIALS, random_state=0)
+    importance = data.parameter_importance(trials, metric=found.search.metric, mode=found.search.mode)
+    return figures.importance_figure(importance)
+
+
+def selected_trials(rows: Sequence[dict] | dict | None) -> list[str]:
+    """The grid's selection: row objects, or `{"ids": [...]}` as a deep link sets it."""
+    if isinstance(rows, dict):
+        return sorted(str(trial) for trial in rows.get("ids", []))
+    return sorted(str(row["trial"]) for row in rows or [])
+
+
+# ---- wiring
+def register(app, source: RunSource) -> None:
+    app.callback(Output("page", "children"), Input("url", "pathname"), State("url", "search"))(route)
+
+    @app.callback(Output("searches-grid", "rowData"), Input("searches-grid", "id"), Input("tick", "n_intervals"))
+    def _searches(_id, _tick):
+        return searches_rows(source)
+
+    @app.callback(
+        Output("search-header", "children"), Output("best-card", "children"), Output("trials-grid", "rowData"),
+        Output("trials-grid", "rowTransaction"), Output("trials-grid", "columnDefs"), Output("columns", "options"),
+        Output("columns", "value"), Output("parcoords", "figure"), Output("x-param", "options"),
+        Output("x-param", "value"), Output("color-param", "options"), Output("curve-metric", "options"),
+        Output("curve-metric", "value"), Output("trials-grid", "selectedRows"), Output("grid-version", "data"),
+        Input("search-id", "data"), Input("tick", "n_intervals"), State("grid-version", "data"),
+        State("initial-selection", "data"))
+    def _search(search_id, _tick, known_version, initial_selection):
+        try:
+            view = search_view(source, search_id, known_version=known_version or 0,
+                               initial_selection=initial_selection or ())
+        except SearchNotFound as error:
+            return (layout.not_found(str(error)), *[no_update] * 14)
+        if view.header is None:
+            return (no_update,) * 15
+        keep = lambda value: no_update if value is None else value  # noqa: E731
+        first_param = view.param_options[0]["value"] if view.param_options else None
+        return (view.header, view.best_card, keep(view.row_data), keep(view.row_transaction),
+                keep(view.column_defs), keep(view.column_options), keep(view.columns_shown), view.parcoords,
+                keep(view.param_options), first_param if view.param_options is not None else no_update,
+                keep(view.param_options), keep(view.metric_options), keep(view.metric), keep(view.selected),
+                view.version)
+
+    @app.callback(Output("trials-grid", "columnDefs", allow_duplicate=True), Input("columns", "value"),
+                  State("search-id", "data"), prevent_initial_call=True)
+    def _columns(shown, search_id):
+        trials = source.search(search_id, refresh=False).trials
+        return column_defs(trials, shown or [])
+
+    @app.callback(Output("learning-curves", "figure"), Output("url", "search"),
+                  Input("trials-grid", "selectedRows"), Input("curve-metric", "value"), Input("grid-version", "data"),
+                  State("search-id", "data"))
+    def _curves(rows, metric, _version, search_id):
+        selected = selected_trials(rows)
+        if not metric:
+            return no_update, no_update
+        return curves_view(source, search_id, selected, metric), selection_query(selected)
+
+    @app.callback(Output("compare", "children"), Input("trials-grid", "selectedRows"), Input("grid-version", "data"),
+                  State("search-id", "data"))
+    def _compare(rows, _version, search_id):
+        return compare_view(source, search_id, selected_trials(rows))
+
+    @app.callback(Output("best-so-far", "figure"), Input("bsf-by", "value"), Input("grid-version", "data"),
+                  State("search-id", "data"))
+    def _best_so_far(by, version, search_id):
+        return best_so_far_view(source, search_id, by) if version else no_update
+
+    @app.callback(Output("metric-vs-param", "figure"), Input("x-param", "value"), Input("color-param", "value"),
+                  Input("grid-version", "data"), State("search-id", "data"))
+    def _metric_vs_param(param, color_by, version, search_id):
+        return metric_vs_param_view(source, search_id, param, color_by) if version else no_update
+
+    @app.callback(Output("importance", "figure"), Input("grid-version", "data"), State("search-id", "data"))
+    def _importance(version, search_id):
+        return importance_view(source, search_id) if version else no_update
+
