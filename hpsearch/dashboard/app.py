@@ -45,7 +45,7 @@ def _require_basic_auth(server, user: str, password: str) -> None:
 def serve(*, tracking_uri: str | None, host: str = defaults.LOOPBACK, port: int = defaults.DASHBOARD_PORT,
           refresh_s: float = 5.0, auth_user: str | None = None) -> int:
     """Run the dashboard until interrupted."""
-    from hpsearch.platform.cli import UsageError
+    from hpsearch.platform.errors import UsageError
     from hpsearch.platform.query import _require_store
     from hpsearch.platform.query import SearchNotFound
     from hpsearch.platform.tags import resolve_uri

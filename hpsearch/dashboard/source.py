@@ -6,7 +6,6 @@ and a finished run's curve is never fetched twice. Nothing here writes to the st
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from hpsearch.platform import query
 from hpsearch.platform.index import TrialRuns
 from hpsearch.platform.tags import resolve_uri
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 CURVE_POINTS = 1000  # per trial and metric: more epochs than this are sampled by the store
 
 

@@ -12,6 +12,7 @@ then tags.*, params.* and metrics.* (latest values), so everything downstream re
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from hpsearch.platform.tags import PARENT
 INDEX_ARTIFACT_DIR = "index"
 INDEX_FILE = "trials.parquet"
 INDEX_TAG = "hpsearch.index_written_at"  # on the parent run: ms since the epoch of the last snapshot
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per snapshot read otherwise
 _BASE_COLUMNS = ["run_id", "experiment_id", "status", "start_time", "end_time"]
 _IN_CHUNK = 100  # run ids per `attributes.run_id IN (...)` query
 _START_SLACK_MS = 1000  # runs started this close before the newest start seen are fetched again

@@ -1,0 +1,11 @@
+"""Errors the CLI turns into `error: ...` lines and exit status 2 (kept apart from cli.py, so that
+`python -m hpsearch.platform.cli` and code importing `hpsearch.platform.cli` share one class)."""
+from __future__ import annotations
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as `error: ...` lines, exit status 2, no traceback."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems

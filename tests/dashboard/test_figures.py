@@ -1,0 +1,81 @@
+"""Figures from DataFrames: axes for log, categorical and branch parameters; point budgets."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpsearch.dashboard import data, figures
+
+
+def _trials(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    optimizer = rng.choice(["adam", "sgd"], n)
+    return pd.DataFrame({
+        "trial": [f"{i:05d}" for i in range(n)],
+        "status": rng.choice(["completed", "stopped_early"], n),
+        "best_val_accuracy": rng.uniform(0.5, 1.0, n),
+        "params.lr": 10 ** rng.uniform(-4, -1, n),
+        "params.dropout": rng.uniform(0.0, 0.5, n),
+        "params.optimizer": optimizer,
+        "params.momentum": pd.Series([0.9 if o == "sgd" else None for o in optimizer], dtype=object),
+        "params.batchnorm": pd.Series(rng.choice([True, False], n), dtype=object),
+        "start_time": pd.Timestamp("2026-11-22", tz="UTC") + pd.to_timedelta(np.arange(n), unit="s"),
+        "end_time": pd.Timestamp("2026-11-22", tz="UTC") + pd.to_timedelta(np.arange(n) + 5, unit="s"),
+    })
+
+
+def test_parallel_coordinates_label_log_categorical_and_missing_parameters():
+    figure = figures.parallel_coordinates(_trials(200), metric="val_accuracy", mode="max")
+    dimensions = {d.label: d for d in figure.data[0].dimensions}
+    assert set(dimensions) == {"lr (log)", "dropout", "optimizer", "momentum", "batchnorm", "val_accuracy"}
+    assert list(dimensions["optimizer"].ticktext) == ["adam", "sgd"]
+    assert list(dimensions["batchnorm"].ticktext) == ["False", "True"]  # a choice, not a 0..1 number
+    assert figures.MISSING_LABEL in dimensions["momentum"].ticktext  # adam trials have no momentum
+    assert max(dimensions["lr (log)"].values) <= -1 + 1e-9  # log10 of lr
+
+
+def test_a_uniform_parameter_is_not_taken_for_a_log_scaled_one():
+    trials = _trials(500)
+    assert data.is_log_scaled(trials["params.lr"])
+    assert not data.is_log_scaled(trials["params.dropout"])  # its smallest values span decades too
+
+
+def test_metric_against_a_log_parameter_uses_a_log_axis_coloured_by_a_choice():
+    figure = figures.metric_vs_param(_trials(300), "lr", metric="val_accuracy", color_by="optimizer")
+    assert figure.layout.xaxis.type == "log"
+    assert sorted(trace.name for trace in figure.data) == ["optimizer=adam", "optimizer=sgd"]
+
+
+@pytest.mark.parametrize("n, webgl", [(800, False), (20000, True)])
+def test_large_searches_are_thinned_and_drawn_with_webgl(n, webgl):
+    trials = _trials(n)
+    made = [
+        figures.metric_vs_param(trials, "lr", metric="val_accuracy"),
+        figures.best_so_far_figure(data.best_so_far(trials, metric="val_accuracy", mode="max", by="trial"),
+                                   metric="val_accuracy", by="trial"),
+    ]
+    for figure in made:
+        for trace in figure.data:
+            assert len(trace.x) <= data.MAX_POINTS
+            assert (trace.type == "scattergl") == (webgl and len(trace.x) > figures.WEBGL_ABOVE)
+    lines = figures.parallel_coordinates(trials, metric="val_accuracy", mode="max").data[0]
+    assert len(lines.dimensions[0].values) == min(n, data.MAX_POINTS)
+    best = trials["best_val_accuracy"].max()
+    assert best in list(lines.dimensions[-1].values)  # thinning keeps the best trial
+
+
+def test_best_so_far_marks_early_stopped_trials():
+    trials = _trials(50)
+    figure = figures.best_so_far_figure(data.best_so_far(trials, metric="val_accuracy", mode="max", by="time"),
+                                        metric="val_accuracy", by="time")
+    names = [trace.name for trace in figure.data]
+    assert names == ["trial", "stopped early", "best so far"]
+    assert len(figure.data[1].x) == (trials["status"] == "stopped_early").sum()
+
+
+def test_empty_searches_say_so_rather_than_draw_nothing():
+    empty = _trials(0)
+    assert "no trial" in figures.parallel_coordinates(empty, metric="val_accuracy", mode="max").layout.annotations[0].text
+    assert "select trials" in figures.learning_curves(pd.DataFrame(columns=["trial", "step", "value"]),
+                                                      metric="val_loss").layout.annotations[0].text
