@@ -58,7 +58,7 @@ def _trial_summary(source: RunSource, search) -> dict[str, Any]:
     """Trial counts by state and the best value so far, from the search's trials (its snapshot
     makes this cheap even for a large search, and a running search's parent has no totals yet)."""
     try:
-        trials = source.search(search.search_id).trials
+        trials = source.search(search.search_id, status=search.status).trials
     except SearchNotFound:
         trials = pd.DataFrame(columns=["status"])
     status = trials["status"] if "status" in trials else pd.Series(dtype=object)

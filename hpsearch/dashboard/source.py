@@ -54,10 +54,15 @@ class RunSource:
     def searches(self) -> pd.DataFrame:
         return query.searches(self.tracking_uri)
 
-    def search(self, search_id: str, *, refresh: bool = True) -> SearchData:
-        """A search's trials: read on first use, then only what is new or changed."""
+    def search(self, search_id: str, *, refresh: bool = True, status: str | None = None) -> SearchData:
+        """A search's trials: read on first use, then only what is new or changed.
+
+        `status`, the search's status as just listed, spares finished searches a look at the store
+        (one that was resumed reads as running again)."""
         with self._lock:
             data = self._searches.get(search_id)
+            if data is not None and status is not None and status == data.search.status != "running":
+                refresh = False
             if data is None:
                 found = query.find_search(search_id, self.tracking_uri)
                 runs = TrialRuns.load(self.client, experiment_id=found.experiment_id, parent_run_id=found.run_id)
@@ -75,8 +80,7 @@ class RunSource:
         fetched = data.runs.refresh(self.client)
         data.fetched_at = time.monotonic()
         status = data.search.status
-        if status == "running":
-            data.search = query.find_search(data.search.run_id, self.tracking_uri)
+        data.search = query.find_search(data.search.run_id, self.tracking_uri)  # running, or resumed
         trials = _trials(data.runs.frame, data.search.metric) if fetched else data.trials
         changed = _changed_trials(before, data.runs.frame, trials) if fetched else []
         if not changed and data.search.status == status:
