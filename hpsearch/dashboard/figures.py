@@ -128,7 +128,10 @@ def best_so_far_figure(frame: pd.DataFrame, *, metric: str, by: str) -> go.Figur
     """From `data.best_so_far`: each trial's value, the running best, early-stopped trials marked."""
     if frame.empty:
         return empty_figure("no trial has reported yet")
-    frame = downsample(frame)
+    if len(frame) > MAX_POINTS:  # thin out the trials, but keep every one that improved on the best
+        improved = frame["best"].ne(frame["best"].shift())
+        rest = downsample(frame[~improved], max_points=max(2, MAX_POINTS - int(improved.sum())))
+        frame = pd.concat([frame[improved], rest]).sort_values("x")
     trace = _scatter(len(frame))
     title = "trial (in order)" if by == "trial" else "seconds since the search started"
     figure = go.Figure(layout=_LAYOUT)

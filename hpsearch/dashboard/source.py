@@ -50,6 +50,7 @@ class RunSource:
         self._searches: dict[str, SearchData] = {}
         self._curves: dict[tuple[str, str], pd.DataFrame] = {}  # (run_id, metric) of finished runs
         self._lock = threading.Lock()
+        self.memo: dict = {}  # results callbacks keep between looks (importance)
 
     def searches(self) -> pd.DataFrame:
         return query.searches(self.tracking_uri)
@@ -76,20 +77,19 @@ class RunSource:
             return data
 
     def _refresh(self, data: SearchData) -> None:
-        before = data.runs.frame
-        fetched = data.runs.refresh(self.client)
+        changed_runs = data.runs.refresh(self.client)
         data.fetched_at = time.monotonic()
         status = data.search.status
         data.search = query.find_search(data.search.run_id, self.tracking_uri)  # running, or resumed
-        trials = _trials(data.runs.frame, data.search.metric) if fetched else data.trials
-        changed = _changed_trials(before, data.runs.frame, trials) if fetched else []
-        if not changed and data.search.status == status:
+        if not changed_runs and data.search.status == status:
             return
         data.version += 1
-        data.trials = trials
-        for trial in changed:
-            data.seen_in.setdefault(trial, data.version)
-            data.changed_in[trial] = data.version
+        if changed_runs:
+            data.trials = _trials(data.runs.frame, data.search.metric)
+            changed = data.trials.loc[data.trials["run_id"].isin(data.runs.last_changed), "trial"]
+            for trial in changed:
+                data.seen_in.setdefault(trial, data.version)
+                data.changed_in[trial] = data.version
 
     def curves(self, search_id: str, trials: Sequence[str], metric: str) -> pd.DataFrame:
         """Learning curves of the given trials in long form: trial, step, value."""
@@ -148,17 +148,3 @@ def _by_run(rows: list[tuple[str, int, float]]) -> dict[str, pd.DataFrame]:
     frame = pd.DataFrame(rows, columns=["run_id", "step", "value"])
     frame = frame.drop_duplicates(["run_id", "step"], keep="last").sort_values(["run_id", "step"])
     return {run_id: group[["step", "value"]].reset_index(drop=True) for run_id, group in frame.groupby("run_id")}
-
-
-def _changed_trials(before: pd.DataFrame, after_runs: pd.DataFrame, trials: pd.DataFrame) -> list[str]:
-    """Trials whose run is new or whose status or latest metrics moved."""
-    if before.empty:
-        return trials["trial"].tolist()
-    columns = [c for c in after_runs.columns if c in before.columns and (c.startswith("metrics.") or c in
-                                                                          ("status", "tags.hpsearch.status"))]
-    old = before.set_index("run_id")[columns]
-    new = after_runs.set_index("run_id")[columns]
-    common = new.index.intersection(old.index)
-    differs = (old.loc[common].astype(str) != new.loc[common].astype(str)).any(axis=1)
-    run_ids = set(new.index.difference(old.index)) | set(differs[differs].index)
-    return trials.loc[trials["run_id"].isin(run_ids), "trial"].tolist()

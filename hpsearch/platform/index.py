@@ -63,7 +63,8 @@ class TrialRuns:
     frame: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_BASE_COLUMNS))
     loaded: bool = False
     snapshot_at: int | None = None  # INDEX_TAG of the snapshot this was loaded from
-    last_fetched: int = 0  # runs fetched by the latest refresh (new or changed)
+    last_fetched: int = 0  # runs fetched by the latest refresh
+    last_changed: list[str] = field(default_factory=list)  # run ids new or different after the latest refresh
 
     @classmethod
     def load(cls, client, *, experiment_id: str, parent_run_id: str) -> TrialRuns:
@@ -77,18 +78,21 @@ class TrialRuns:
         return runs
 
     def refresh(self, client) -> int:
-        """Fetch the runs that are new or changed since the last look; returns how many."""
+        """Fetch the runs that may be new or changed since the last look; returns how many are."""
         if not self.loaded:
             fetched = self._search(client, "")
             self.loaded = True
             self.frame = fetched
+            self.last_changed = fetched["run_id"].tolist()
         else:
             fetched = self._changed(client)
-            if not fetched.empty:
+            self.last_changed = _differing(self.frame, fetched)
+            if self.last_changed:
+                fetched = fetched[fetched["run_id"].isin(self.last_changed)]
                 kept = self.frame[~self.frame["run_id"].isin(fetched["run_id"])]
                 self.frame = pd.concat([kept, fetched], ignore_index=True) if not kept.empty else fetched
         self.last_fetched = len(fetched)
-        return self.last_fetched
+        return len(self.last_changed)
 
     def _changed(self, client) -> pd.DataFrame:
         parts = []
@@ -116,6 +120,25 @@ class TrialRuns:
             token = page.token
             if not token:
                 return runs_frame(runs)
+
+
+def _differing(known: pd.DataFrame, fetched: pd.DataFrame) -> list[str]:
+    """Run ids in `fetched` that `known` lacks or holds otherwise (missing values equal each other)."""
+    if fetched.empty:
+        return []
+    if known.empty:
+        return fetched["run_id"].tolist()
+    old = known.set_index("run_id")
+    new = fetched.set_index("run_id")
+    present = new.index.isin(old.index)
+    changed = new.index[~present].tolist()
+    if present.any():
+        columns = new.columns.union(old.columns)
+        before = old.reindex(index=new.index[present], columns=columns).astype(object)
+        after = new.loc[present].reindex(columns=columns).astype(object)
+        same = (before == after) | (before.isna() & after.isna())
+        changed += same.index[~same.all(axis=1)].tolist()
+    return changed
 
 
 def write_index(client, runs: TrialRuns) -> None:
@@ -147,7 +170,7 @@ def read_index(client, parent_run_id: str) -> tuple[pd.DataFrame, int] | None:
             frame = pd.read_parquet(path)
         except Exception:  # noqa: BLE001  (a snapshot is only a shortcut: read the runs instead)
             return None
-    for column in frame.columns:
-        if str(frame[column].dtype) == "string":
-            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    for column in frame.columns:  # as a DataFrame built from the runs would hold them
+        if isinstance(frame[column].dtype, pd.StringDtype):
+            frame[column] = frame[column].astype("str")
     return frame, int(written_at)

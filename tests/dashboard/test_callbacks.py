@@ -55,6 +55,31 @@ def test_a_tick_sends_only_new_and_changed_trials(handmade, tracking_uri):
         [("00001", "completed", 2)]
 
 
+def test_a_tick_with_nothing_new_sends_nothing_even_with_missing_metrics(handmade, tracking_uri):
+    client, parent = handmade
+    add_trial(client, parent, 0)
+    failed = add_trial(client, parent, 1, epochs=0, finish=False)  # failed before its first epoch
+    client.log_metric(failed, "val_loss", float("nan"), step=1)  # and a diverged value
+    finish_trial(client, failed, status="failed")
+    source = RunSource(tracking_uri, max_age_s=0)
+    first = callbacks.search_view(source, SEARCH_ID, known_version=0)
+    for _ in range(2):
+        assert callbacks.search_view(source, SEARCH_ID, known_version=first.version).header is None
+
+
+def test_importance_is_not_recomputed_until_the_finished_trials_grow(handmade, tracking_uri):
+    client, parent = handmade
+    for number in range(6):
+        add_trial(client, parent, number, optimizer="sgd" if number % 2 else "adam")
+    source = RunSource(tracking_uri, max_age_s=0)
+    first = callbacks.importance_view(source, SEARCH_ID)
+    assert {"lr", "optimizer"} <= set(first.data[0].y)
+    assert callbacks.importance_view(source, SEARCH_ID) is first
+    add_trial(client, parent, 6)
+    source.search(SEARCH_ID)  # the next look at the store finds it
+    assert callbacks.importance_view(source, SEARCH_ID) is not first
+
+
 def test_learning_curves_are_the_metric_histories_of_the_selected_trials(searched_store):
     source = RunSource(searched_store)
     search_id = query.searches(searched_store).iloc[0].search_id

@@ -79,3 +79,14 @@ def test_empty_searches_say_so_rather_than_draw_nothing():
     assert "no trial" in figures.parallel_coordinates(empty, metric="val_accuracy", mode="max").layout.annotations[0].text
     assert "select trials" in figures.learning_curves(pd.DataFrame(columns=["trial", "step", "value"]),
                                                       metric="val_loss").layout.annotations[0].text
+
+
+def test_thinning_best_so_far_keeps_every_improvement():
+    trials = _trials(20000, seed=3)
+    frame = data.best_so_far(trials, metric="val_accuracy", mode="max", by="trial")
+    figure = figures.best_so_far_figure(frame, metric="val_accuracy", by="trial")
+    line = figure.data[-1]
+    improvements = frame.loc[frame["best"].ne(frame["best"].shift()), "x"]
+    assert len(line.x) <= data.MAX_POINTS
+    assert set(improvements) <= set(line.x)
+    assert max(line.y) == trials["best_val_accuracy"].max()

@@ -48,7 +48,7 @@ def test_a_snapshot_reads_back_as_the_runs_it_was_taken_from(store):
     assert written_at == runs.snapshot_at
     assert _by_run(frame) == _by_run(runs.frame)
     momentum = frame.set_index("tags.hpsearch.trial_id")["params.momentum"]
-    assert momentum["abc_00000"] == "0.9" and momentum["abc_00001"] is None
+    assert momentum["abc_00000"] == "0.9" and pd.isna(momentum["abc_00001"])
 
 
 def test_catching_up_fetches_only_new_and_changed_runs(store):
