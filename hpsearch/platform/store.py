@@ -1,0 +1,67 @@
+"""New SQLite tracking stores from a migrated template, not from MLflow's 60-odd schema migrations.
+
+MLflow creates a SQLite store by running every Alembic migration since its first release: about
+2 s on a laptop core, paid by every new project folder and every test's temporary store. The
+result is the same empty schema each time, so hpsearch migrates one template per MLflow version,
+in the user's cache folder, and copies it. The template holds no experiment: MLflow adds its
+Default experiment, with an artifact location under the new store's working directory, when it
+first opens the copy, as it would for a store it had created itself.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sqlite3
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def cache_folder() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hpsearch"
+
+
+def prepare_sqlite_store(tracking_uri: str) -> bool:
+    """Create the store at a `sqlite:///` URI from the template if it does not exist yet.
+
+    Returns True when it copied the template. Any other URI, an existing file, or a failure to
+    make the template leaves the store to MLflow."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return False
+    target = Path(tracking_uri.removeprefix("sqlite:///"))
+    if target.exists() or not target.parent.is_dir():
+        return False
+    try:
+        template = _template()
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        shutil.copyfile(template, partial)
+        if target.exists():  # another process made it meanwhile: theirs stands
+            partial.unlink()
+            return False
+        os.replace(partial, target)
+    except (OSError, sqlite3.Error) as error:
+        logger.debug("hpsearch: no store template (%s); MLflow creates the store", error)
+        return False
+    return True
+
+
+def _template() -> Path:
+    import mlflow
+
+    path = cache_folder() / f"mlflow-{mlflow.__version__}-empty.db"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as folder:
+        building = Path(folder) / "store.db"
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = SqlAlchemyStore(f"sqlite:///{building}", str(Path(folder) / "artifacts"))
+        store.engine.dispose()
+        with sqlite3.connect(building) as connection:  # MLflow remakes it, pointing at the copy's folder
+            connection.execute("DELETE FROM experiments")
+        os.replace(building, path)  # atomic: a concurrent maker's template is as good
+    return path
