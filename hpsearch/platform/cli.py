@@ -9,17 +9,12 @@ import sys
 from typing import Sequence
 
 from hpsearch.platform import defaults
+from hpsearch.platform.errors import UsageError
 
 USAGE_ERROR = 2
 INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed as `error: ...` lines, exit status 2, no traceback."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"port (default: {defaults.DASHBOARD_PORT})")
     dashboard.add_argument("--refresh", type=float, default=5.0, metavar="SECONDS",
                            help="how often an open page fetches new and changed trials (default: 5)")
+    dashboard.add_argument("--auth-user", metavar="NAME",
+                           help="require HTTP basic auth as NAME, password from $HPSEARCH_DASHBOARD_PASSWORD "
+                                "(use it when --host is not 127.0.0.1)")
 
     from hpsearch.platform import cluster_cli
 
@@ -242,7 +240,8 @@ def _searches(args) -> int:
 def _dashboard(args) -> int:
     from hpsearch.dashboard import serve
 
-    return serve(tracking_uri=args.tracking_uri, host=args.host, port=args.port, refresh_s=args.refresh)
+    return serve(tracking_uri=args.tracking_uri, host=args.host, port=args.port, refresh_s=args.refresh,
+                 auth_user=args.auth_user)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,181 @@
 """`hpsearch submit`, `jobs`, `logs`, `stop` and `tracking-server`: searches on a Ray cluster."""
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
+from hpsearch.platform import defaults
+from hpsearch.platform.errors import UsageError
+
+ADDRESS_HELP = "the Ray head node's dashboard, e.g. http://HEAD:8265 (default: $RAY_ADDRESS)"
+
 
 def add_commands(command) -> None:
     """Add the cluster commands through cli.build_parser's `command(name, handler, help)`."""
+    submit = command("submit", _submit, "Run a search on a Ray cluster, as a Ray job.")
+    submit.add_argument("spec", help="a YAML spec file (sent with its folder), or a built-in spec name")
+    submit.add_argument("--address", help=ADDRESS_HELP)
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                        help="override a spec field, e.g. --set search.num_samples=4 (repeatable)")
+    submit.add_argument("--tracking-uri", help="MLflow tracking URI the cluster can reach, e.g. http://HOST:5000 "
+                                               "(`hpsearch tracking-server`); a password in it is sent apart")
+    submit.add_argument("--storage", help="Tune's experiment state and checkpoints, as the head node sees it "
+                                          "(shared storage lets a trial restart on another node)")
+    submit.add_argument("--wait", action="store_true",
+                        help="follow the job's log until it ends; exit 0 if it succeeded, 1 if it failed, "
+                             "130 if it was stopped")
+
+    jobs = command("jobs", _jobs, "List the jobs of a Ray cluster.")
+    jobs.add_argument("--address", help=ADDRESS_HELP)
+
+    logs = command("logs", _logs, "Print a Ray job's log.")
+    logs.add_argument("job", help="the job's id, as `hpsearch submit` printed it")
+    logs.add_argument("--address", help=ADDRESS_HELP)
+    logs.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+
+    stop = command("stop", _stop, "Stop a Ray job; its trials end and its MLflow runs are closed.")
+    stop.add_argument("job", help="the job's id, as `hpsearch submit` printed it")
+    stop.add_argument("--address", help=ADDRESS_HELP)
+
+    server = command("tracking-server", _tracking_server,
+                     "Run an MLflow tracking server that the nodes of a cluster track to, artifacts included.")
+    server.add_argument("--host", default=defaults.LOOPBACK,
+                        help=f"interface to listen on (default: {defaults.LOOPBACK}, this machine only; "
+                             f"0.0.0.0 for a cluster)")
+    server.add_argument("--port", type=int, default=defaults.MLFLOW_PORT,
+                        help=f"port (default: {defaults.MLFLOW_PORT})")
+    server.add_argument("--backend-store-uri", default="sqlite:///mlflow-server.db",
+                        help="where runs are kept: sqlite:///FILE or postgresql://USER:PASSWORD@HOST:PORT/DB "
+                             "(default: sqlite:///mlflow-server.db)")
+    server.add_argument("--artifacts-destination", default="./mlartifacts",
+                        help="where checkpoints and other artifacts are kept: a folder or s3://... "
+                             "(default: ./mlartifacts)")
+    server.add_argument("--auth", action="store_true",
+                        help="require a login (MLflow's basic-auth app); the first user is admin, with the "
+                             "password in $MLFLOW_AUTH_ADMIN_PASSWORD")
+    server.add_argument("--allowed-hosts", metavar="HOSTS",
+                        help="the Host headers clients send, with their port, comma-separated, * as a wildcard "
+                             "(e.g. mlflow:5000,localhost:*); replaces MLflow's default: localhost and private IPs")
+    server.add_argument("--workers", type=int, help="server processes (default: MLflow's, 4)")
+
+
+def _address(args) -> str | None:
+    return args.address or os.environ.get("RAY_ADDRESS") or None
+
+
+def _missing_address() -> str:
+    return ("--address: no Ray cluster given; pass --address http://HEAD:8265 (the head node's dashboard) "
+            "or set RAY_ADDRESS")
+
+
+def _client(address: str | None):
+    from hpsearch.platform import jobs
+
+    if address is None:
+        raise UsageError([_missing_address()])
+    try:
+        return jobs.connect(address)
+    except (ValueError, jobs.ClusterUnavailable) as error:
+        raise UsageError([str(error)]) from None
+
+
+def _found(function, *args, **kwargs):
+    from hpsearch.platform import jobs
+
+    try:
+        return function(*args, **kwargs)
+    except jobs.JobNotFound as error:
+        raise UsageError([str(error)]) from None
+
+
+def _submit(args) -> int:
+    from hpsearch.platform import jobs
+    from hpsearch.platform.spec import SpecError
+
+    address = _address(args)
+    problems = [] if address else [_missing_address()]
+    try:
+        submission = jobs.prepare_submission(args.spec, overrides=args.overrides, tracking_uri=args.tracking_uri,
+                                             storage=args.storage)
+    except SpecError as error:
+        problems += error.problems
+    if problems:  # nothing is submitted
+        raise UsageError(problems)
+    client = _client(address)
+    for note in submission.notes:
+        print(note, file=sys.stderr)
+    job_id = jobs.submit(client, submission)
+    print("\n".join(jobs.describe_submission(job_id, address=address, submission=submission)), flush=True)
+    if not args.wait:
+        return 0
+    return _follow(client, job_id, address)
+
+
+def _follow(client, job_id: str, address: str) -> int:
+    from hpsearch.platform import jobs
+
+    try:
+        status = _found(jobs.follow, client, job_id)
+    except KeyboardInterrupt:
+        print(f"\nstopped following job {job_id}; it goes on. Stop it with: "
+              f"hpsearch stop {job_id} --address {jobs.dashboard_url(address)}", file=sys.stderr)
+        return 130
+    print(f"job {job_id} {status}", flush=True)
+    return jobs.EXIT_STATUS.get(status, 1)
+
+
+def _jobs(args) -> int:
+    from hpsearch.platform import jobs
+
+    print(jobs.job_table(_client(_address(args))))
+    return 0
+
+
+def _logs(args) -> int:
+    from hpsearch.platform import jobs
+
+    address = _address(args)
+    client = _client(address)
+    if args.follow:
+        return _follow(client, args.job, address)
+    _found(jobs.job_info, client, args.job)
+    print(client.get_job_logs(args.job), end="", flush=True)
+    return 0
+
+
+def _stop(args) -> int:
+    from hpsearch.platform import jobs
+
+    client = _client(_address(args))
+    was_running, status = _found(jobs.stop, client, args.job)
+    if was_running:
+        print(f"job {args.job} {status}" if status in jobs.TERMINAL
+              else f"job {args.job}: stop requested, still {status}")
+    else:
+        print(f"job {args.job} had already ended: {status}")
+    return 0
+
+
+def _tracking_server(args) -> int:
+    from hpsearch.platform.tracking_server import ServerSettings, serve
+
+    problems = []
+    if not 0 < args.port < 65536:
+        problems.append(f"--port: {args.port} is not a TCP port (1-65535)")
+    if args.workers is not None and args.workers < 1:
+        problems.append(f"--workers: {args.workers} is too few; at least 1")
+    if args.auth and not (os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD") or os.environ.get("MLFLOW_AUTH_CONFIG_PATH")):
+        problems.append("--auth: set MLFLOW_AUTH_ADMIN_PASSWORD to the password of the first user, admin "
+                        "(MLflow ships no default)")
+    if "://" not in args.backend_store_uri:
+        problems.append(f"--backend-store-uri: {args.backend_store_uri!r} is not a database URI; "
+                        f"e.g. sqlite:///mlflow-server.db or postgresql://USER:PASSWORD@HOST:5432/mlflow")
+    if problems:
+        raise UsageError(problems)
+    destination = args.artifacts_destination
+    if "://" not in destination:  # a folder: made absolute, so that it means the same to MLflow and the user
+        destination = str(Path(destination).expanduser().resolve())
+    return serve(ServerSettings(host=args.host, port=args.port, backend_store_uri=args.backend_store_uri,
+                                artifacts_destination=destination, auth=args.auth, allowed_hosts=args.allowed_hosts,
+                                workers=args.workers))

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
-from hpsearch.platform import query, tracking
+from hpsearch.platform import query, tags, tracking
 from hpsearch.platform.progress import LiveView, summary_table
 from hpsearch.platform.space import grid_size, make_optuna_searcher, to_ray
 from hpsearch.platform.spec import Spec, dump_spec, validate_spec
+from hpsearch.platform.tags import credentials_to_environment, redact_uri
 
 DEFAULT_STORAGE = "hpsearch_results"  # Tune's experiment state and checkpoints, under the working directory
 
@@ -60,13 +61,16 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
 def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | None = None,
                num_cpus: int | None = None) -> SearchOutcome:
     """Run `spec` to the end, printing a live view and a summary; returns where the results are."""
-    uri = spec.tracking_uri()
+    # From here on the URI carries no password: MLflow reads it from the environment instead, and
+    # nothing printed, logged, stored in MLflow or pickled into Tune's experiment state can leak it.
+    uri = credentials_to_environment(spec.tracking_uri())
+    shown = _redacted(spec)
     # Unique even for two searches of one spec started in the same second.
     search_id = f"{spec.name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     storage_path = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
     planned = planned_trials(spec)
     print(f"search {search_id}: {planned} trials, {spec.search.algorithm} search over {spec.dataset.name}, "
-          f"{spec.search.max_concurrent} at a time; tracking in {uri}", flush=True)
+          f"{spec.search.max_concurrent} at a time; tracking in {redact_uri(uri)}", flush=True)
 
     # Before Ray starts: a store that cannot be written stops the search before anything runs.
     # (Overlapping this with Ray's start-up was tried: on 2 cores the schema migration of a new
@@ -75,10 +79,11 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
         client = tracking.client_for(uri)
         experiment_id = tracking.experiment_id_for(client, spec.tracking.experiment)
         parent_run_id = tracking.start_search_run(
-            client, experiment_id=experiment_id, spec=spec, search_id=search_id,
-            experiment_path=str(storage_path / search_id), spec_yaml=dump_spec(spec), planned_trials=planned)
+            client, experiment_id=experiment_id, spec=shown, search_id=search_id,
+            experiment_path=str(storage_path / search_id), spec_yaml=dump_spec(shown), planned_trials=planned)
     except Exception as error:  # noqa: BLE001  (any failure of the store is reported the same way)
-        raise tracking.TrackingUnavailable(f"cannot use the MLflow tracking store {uri}: {error}") from None
+        raise tracking.TrackingUnavailable(
+            f"cannot use the MLflow tracking store {redact_uri(uri)}: {error}") from None
     init_ray(address, num_cpus=num_cpus)
     tuner = _build_tuner(spec, search_id=search_id, storage_path=storage_path, tracking_uri=uri,
                          planned=planned, parent=(experiment_id, parent_run_id))
@@ -92,7 +97,7 @@ def resume_search(search: str, *, tracking_uri: str | None = None, address: str 
     """Finish an interrupted search from Tune's experiment state; trials continue their own runs."""
     from ray import tune
 
-    uri = query.resolve_uri(tracking_uri)
+    uri = credentials_to_environment(query.resolve_uri(tracking_uri))
     found = query.find_search(search, uri)
     client = tracking.client_for(uri)
     spec_text = client.download_artifacts(found.run_id, tracking.SPEC_ARTIFACT)
@@ -112,6 +117,14 @@ def resume_search(search: str, *, tracking_uri: str | None = None, address: str 
         resume_unfinished=True, resume_errored=True)
     return _finish(_run_tuner(tuner), spec=spec, search_id=found.search_id, parent_run_id=found.run_id,
                    tracking_uri=uri, local=address is None)
+
+
+def _redacted(spec: Spec) -> Spec:
+    """The spec as it is shown and stored: no password in tracking.uri."""
+    if spec.tracking.uri is None:
+        return spec
+    tracking_spec = spec.tracking.model_copy(update={"uri": redact_uri(spec.tracking.uri)})
+    return spec.model_copy(update={"tracking": tracking_spec})
 
 
 def _shared(spec: Spec) -> dict[str, Any]:
@@ -186,8 +199,11 @@ def _finish(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tr
     counts = {status: int((table["status"] == status).sum())
               for status in ("completed", "stopped_early", "diverged", "failed")}
     metric = spec.search.metric
-    if finished < planned_trials(spec):  # Tune stops gracefully on the first Ctrl-C
+    # Tune stops gracefully on the first Ctrl-C (or `hpsearch stop`), and Ray 2.60 counts the trials it
+    # cut short as terminated: the trials whose runs never ended say it too.
+    if finished < planned_trials(spec) or sum(counts.values()) < planned_trials(spec):
         tracking.mark_interrupted(client, parent_run_id)
+        tracking.write_final_snapshot(client, experiment_id=found.experiment_id, parent_run_id=parent_run_id)
         tracking.finish_search_run(client, parent_run_id, status="interrupted", best_value=None, metric=metric,
                                    counts=counts)
         print(f"\nsearch {search_id} interrupted ({sum(counts.values())} trials finished); finish it with:\n"
@@ -197,6 +213,7 @@ def _finish(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tr
     status = "completed" if best is not None else "failed"
     if best is not None:
         best["test"] = _evaluate_best(spec, best, client, local=local)
+    tracking.write_final_snapshot(client, experiment_id=found.experiment_id, parent_run_id=parent_run_id)
     tracking.finish_search_run(client, parent_run_id, status=status, metric=metric,
                                best_value=best["value"] if best else None, counts=counts)
     _print_summary(table, spec=spec, search_id=search_id, best=best, counts=counts, tracking_uri=tracking_uri)
@@ -247,9 +264,13 @@ def _print_summary(table, *, spec: Spec, search_id: str, best, counts, tracking_
         if best.get("test"):
             shown = ", ".join(f"{name} {value:.4f}" for name, value in best["test"].items())
             print(f"      on the test split, evaluated once: {shown}")
-    ui = f"mlflow ui --backend-store-uri {tracking_uri}" if tracking_uri.startswith("sqlite") else tracking_uri
+    shown_uri = redact_uri(tracking_uri)
+    ui = f"mlflow ui --backend-store-uri {shown_uri}" if tracking_uri.startswith("sqlite") else shown_uri
+    # Without --tracking-uri, the dashboard reads what this search wrote to ($MLFLOW_TRACKING_URI or the default).
+    dashboard = "hpsearch dashboard" if tracking_uri == tags.resolve_uri() else f"hpsearch dashboard --tracking-uri {shown_uri}"
     print(f"\nresults: MLflow experiment {spec.tracking.experiment!r}, parent run {search_id}\n"
           f"  hpsearch trials {spec.name}      # every trial as a table (--format csv|json)\n"
           f"  hpsearch best {spec.name}        # the best configuration\n"
+          f"  {dashboard}   # compare trials in a browser, at http://127.0.0.1:8050\n"
           f"  {ui}\n"
           f"  notebook: from hpsearch import query; query.trials({spec.name!r})", flush=True)

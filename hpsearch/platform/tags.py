@@ -24,8 +24,47 @@ PARENT = "mlflow.parentRunId"
 SPEC_ARTIFACT = "spec.yaml"
 CHECKPOINT_ARTIFACT = "checkpoint"
 TRIAL_STATUSES = ("running", "completed", "stopped_early", "diverged", "failed", "interrupted")
+# MLflow's client sends these as HTTP basic auth to a tracking server started with --auth.
+CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
 def resolve_uri(tracking_uri: str | None = None) -> str:
     """An explicit URI, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
     return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` with the password of its user info (http://user:pass@host) replaced by ***, for output and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    user, _, host = parts.netloc.rpartition("@")
+    username = user.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{username}:***@{host}"))
+
+
+def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
+    """(the URI without user info, username, password): MLflow's client reads the last two from
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri, None, None
+    host = parts.netloc.rpartition("@")[2]
+    username = unquote(parts.username) if parts.username is not None else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return urlunsplit(parts._replace(netloc=host)), username, password
+
+
+def credentials_to_environment(uri: str) -> str:
+    """Move the user info of an http(s) URI into MLflow's credential variables; returns the URI without it."""
+    if not uri.startswith(("http://", "https://")):
+        return uri
+    clean, username, password = split_credentials(uri)
+    for name, value in zip(CREDENTIAL_VARIABLES, (username, password)):
+        if value is not None:
+            os.environ[name] = value
+    return clean

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import subprocess
 import threading
@@ -21,15 +22,19 @@ from hpsearch import __version__
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
 from ray import tune
 
+from hpsearch.platform.index import TrialRuns, write_index
 from hpsearch.platform.progress import error_line, trial_status
 from hpsearch.platform.space import flatten_config
 from hpsearch.trainables.config import EPOCH_METRICS
 
 logger = logging.getLogger(__name__)
+# MLflow prints a link per finished run for an http store: it would break into the live view.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+SNAPSHOT_EVERY_S = 30.0  # how often a running search's trial runs are snapshotted onto its parent run
 
 from hpsearch.platform.tags import (ALGORITHM, CHECKPOINT_ARTIFACT, ERROR, EXPERIMENT_PATH, METRIC, MODE, NODE,
                                    PARENT, PLANNED_TRIALS, ROLE, SEARCH_ID, SEARCH_NAME, SPEC_ARTIFACT, STATUS,
-                                   TRIAL_ID)
+                                   TRIAL_ID, CREDENTIAL_VARIABLES, redact_uri)
 
 
 class TrackingUnavailable(RuntimeError):
@@ -37,8 +42,12 @@ class TrackingUnavailable(RuntimeError):
 
 
 def client_for(tracking_uri: str):
+    """A client for writing; a new SQLite store starts as a copy of a migrated template (store.py)."""
     from mlflow.tracking import MlflowClient
 
+    from hpsearch.platform.store import prepare_sqlite_store
+
+    prepare_sqlite_store(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
 
 
@@ -94,6 +103,13 @@ def finish_search_run(client, run_id: str, *, status: str, best_value: float | N
     client.set_tag(run_id, STATUS, status)
     mlflow_status = {"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
     client.set_terminated(run_id, mlflow_status)
+
+
+def write_final_snapshot(client, *, experiment_id: str, parent_run_id: str) -> None:
+    """The trial runs as the search leaves them, read in full (test metrics land on a finished run)."""
+    runs = TrialRuns(experiment_id, parent_run_id)
+    runs.refresh(client)
+    write_index(client, runs)
 
 
 def log_lr_find(spec, *, params: Mapping[str, Any], suggested_lr: float, files: list[Path]) -> str:
@@ -172,6 +188,7 @@ class _TrialRun:
     run_id: str
     last_step: int  # the last epoch already in MLflow; later reports log only epochs after it
     node_logged: bool = False
+    checkpoint_node: str | None = None  # the Ray node that wrote the trial's latest (best) checkpoint
 
 
 class TrialTracker(tune.Callback):
@@ -241,9 +258,13 @@ class TrialTracker(tune.Callback):
             self._connect()
         except Exception as error:  # nothing can be tracked: TrackingGuard stops the search
             self.failure = error
-            logger.error("hpsearch: cannot reach the MLflow tracking store %s: %s", self.tracking_uri, error)
+            logger.error("hpsearch: cannot reach the MLflow tracking store %s: %s", redact_uri(self.tracking_uri),
+                         error)
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=SNAPSHOT_EVERY_S)
+            except queue.Empty:
+                item = ("snapshot", "", None)
             if item is None:
                 return
             if self.failure is not None:
@@ -251,8 +272,16 @@ class TrialTracker(tune.Callback):
             kind, trial_id, payload = item
             try:
                 getattr(self, f"_write_{kind}")(trial_id, payload)
+                if kind != "snapshot" and time.monotonic() - self._snapshot_time >= SNAPSHOT_EVERY_S:
+                    self._write_snapshot("", None)
             except Exception:  # a tracking hiccup must not end the search
                 logger.exception("hpsearch: could not write %s of trial %s to MLflow", kind, trial_id)
+
+    def _write_snapshot(self, _trial_id: str, _payload) -> None:
+        """The search's trial runs as one artifact, for readers of large searches (see index.py)."""
+        self._snapshot_time = time.monotonic()
+        if self._snapshot.refresh(self._client):
+            write_index(self._client, self._snapshot)
 
     def _connect(self) -> None:
         self._client = client_for(self.tracking_uri)
@@ -262,6 +291,8 @@ class TrialTracker(tune.Callback):
             found = find_search_run(self._client, experiment=self.experiment, search_id=self.search_id)
             self.experiment_id, self.parent_run_id = found.info.experiment_id, found.info.run_id
         self._runs = self._existing_trial_runs()
+        self._snapshot = TrialRuns(self.experiment_id, self.parent_run_id)
+        self._snapshot_time = time.monotonic()
 
     def _existing_trial_runs(self) -> dict[str, _TrialRun]:
         runs = self._client.search_runs(
@@ -306,8 +337,10 @@ class TrialTracker(tune.Callback):
                    if name in _LOGGED_METRICS and isinstance(value, (int, float))]
         tags = []
         if not run.node_logged:
-            tags.append(RunTag(NODE, f"{result.get('hostname', '?')} ({result.get('node_ip', '?')})"))
+            tags.append(RunTag(NODE, node_label(result)))
             run.node_logged = True
+        if result.get("best_epoch") == step:  # improved: SearchTrial checkpointed this epoch, on this node
+            run.checkpoint_node = result.get("node_id")
         self._client.log_batch(run.run_id, metrics=metrics, tags=tags)
         run.last_step = step
 
@@ -318,7 +351,8 @@ class TrialTracker(tune.Callback):
             self._write_start(trial_id, {})
             run = self._runs[trial_id]
         if checkpoint is not None:
-            _log_checkpoint(self._client, run.run_id, checkpoint)
+            _log_checkpoint(self._client, run.run_id, checkpoint, node_id=run.checkpoint_node,
+                            tracking_uri=self.tracking_uri)
         self._client.set_tag(run.run_id, STATUS, status)
         if error:
             self._client.set_tag(run.run_id, ERROR, error[:5000])
@@ -354,10 +388,76 @@ def find_search_run(client, *, experiment: str, search_id: str):
     return runs[0]
 
 
-def _log_checkpoint(client, run_id: str, checkpoint) -> None:
-    """The trial's best epoch's checkpoint (the only one Tune keeps) as the run's artifact."""
-    with checkpoint.as_directory() as directory:
-        client.log_artifacts(run_id, directory, CHECKPOINT_ARTIFACT)
+def node_label(result: Mapping[str, Any]) -> str:
+    """The NODE tag: host, IP and Ray node id, which tells apart nodes that share a host or an IP."""
+    node_id = str(result.get("node_id", "?"))[:12]
+    return f"{result.get('hostname', '?')} ({result.get('node_ip', '?')}, node {node_id})"
+
+
+def _log_checkpoint(client, run_id: str, checkpoint, *, node_id: str | None = None,
+                    tracking_uri: str | None = None) -> None:
+    """The trial's best epoch's checkpoint (the only one Tune keeps) as the run's artifact.
+
+    With Tune's storage on a local path, a checkpoint lies on the disk of the node whose trial wrote
+    it. Which node that is, is decided by Ray node id, not by looking for the path on the driver: one
+    path can exist on two hosts (same image, same working directory), and on a one-host test cluster
+    every path exists everywhere. A checkpoint written on another node is uploaded by a small task
+    pinned to that node, straight to the tracking store (through the tracking server's artifact proxy
+    for an http URI). If that node is gone, the driver uploads the directory when it can read it
+    (shared storage, `--storage`), and otherwise logs a warning: the search goes on without it.
+    """
+    import pyarrow.fs
+
+    here = _driver_node_id()
+    on_local_disk = isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem)
+    if node_id is None or here is None or node_id == here or not on_local_disk or tracking_uri is None:
+        with checkpoint.as_directory() as directory:
+            client.log_artifacts(run_id, directory, CHECKPOINT_ARTIFACT)
+        return
+    try:
+        _upload_from_node(node_id, tracking_uri=tracking_uri, run_id=run_id, directory=checkpoint.path)
+    except Exception as error:  # noqa: BLE001  (the node is gone, or its disk with it)
+        if Path(checkpoint.path).is_dir():  # shared storage: the driver reads it as well
+            client.log_artifacts(run_id, checkpoint.path, CHECKPOINT_ARTIFACT)
+            return
+        logger.warning("hpsearch: the checkpoint of MLflow run %s was not uploaded: node %s, which holds it "
+                       "at %s, cannot run the upload (%s)", run_id, node_id[:12], checkpoint.path,
+                       str(error).splitlines()[0] if str(error) else type(error).__name__)
+
+
+def _driver_node_id() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+UPLOAD_TIMEOUT_S = 600.0  # a checkpoint upload from another node; a node that dies mid-way fails sooner
+
+
+def _upload_from_node(node_id: str, *, tracking_uri: str, run_id: str, directory: str) -> None:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # No CPU: an upload waits on the network, and must not wait for a trial slot on a busy node.
+    task = ray.remote(num_cpus=0, max_retries=0)(_upload_checkpoint).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False), name="hpsearch-checkpoint-upload")
+    # The tracking server's login goes as an argument: in a runtime_env, Ray would log it on every node.
+    login = {name: os.environ[name] for name in CREDENTIAL_VARIABLES if name in os.environ}
+    ray.get(task.remote(tracking_uri, run_id, directory, login), timeout=UPLOAD_TIMEOUT_S)
+
+
+def _upload_checkpoint(tracking_uri: str, run_id: str, directory: str, login: Mapping[str, str]) -> None:
+    """Runs on the node that holds `directory`, with the driver's MLflow login for the upload only."""
+    saved = {name: os.environ.get(name) for name in login}
+    os.environ.update(login)
+    try:
+        client_for(tracking_uri).log_artifacts(run_id, directory, CHECKPOINT_ARTIFACT)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 _LOGGED_METRICS = frozenset({*EPOCH_METRICS, "epoch", "best_epoch", *(f"best_{name}" for name in EPOCH_METRICS)})

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import torch
 
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
+import ray
 from ray import tune
 
 from hpsearch.platform.space import flatten_config
@@ -26,6 +27,8 @@ class SearchTrial(tune.Trainable):
 
     def setup(self, config: dict[str, Any], *, shared: Mapping[str, Any]) -> None:
         self._shared = shared
+        # Where this trial runs: the tracker tags the run with it and uploads checkpoints from there.
+        self._node_id = ray.get_runtime_context().get_node_id()
         torch.set_num_threads(max(1, int(shared["cpus"])))
         self._start(config)
 
@@ -59,6 +62,7 @@ class SearchTrial(tune.Trainable):
             "should_checkpoint": improved,
             "diverged": diverged,
             "done": self._session.finished or diverged,
+            "node_id": self._node_id,
         }
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
