@@ -178,7 +178,9 @@ def _lr_find(args) -> int:
 
     out = Path(args.out) if args.out else Path("lr-find") / spec.name
     outcome = run_lr_find(spec, out=out, num_steps=args.steps)
-    config = ", ".join(f"{k}={v}" for k, v in outcome.config.items())
+    from hpsearch.platform.progress import format_config
+
+    config = format_config(outcome.config)
     print(f"configuration: {config}\nsuggested learning rate: {outcome.suggested_lr:.3g}\n"
           f"plot: {outcome.plot}\ntable: {outcome.table}\nMLflow run: {outcome.run_id} ({spec.tracking_uri()})")
     return 0

@@ -104,6 +104,12 @@ def error_line(trial) -> str:
     return lines[-1] if lines else "trial failed"
 
 
+def format_config(config: dict[str, Any]) -> str:
+    """`k=v, ...` for a line of output: floats to 4 significant digits (`hpsearch best` prints them exactly)."""
+    return ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                     for key, value in config.items())
+
+
 def _short(trial_id: str) -> str:
     return trial_id.rsplit("_", 1)[-1]
 

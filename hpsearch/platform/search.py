@@ -11,7 +11,7 @@ from typing import Any
 
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
 from hpsearch.platform import query, tags, tracking
-from hpsearch.platform.progress import LiveView, summary_table
+from hpsearch.platform.progress import LiveView, format_config, summary_table
 from hpsearch.platform.space import grid_size, make_optuna_searcher, to_ray
 from hpsearch.platform.spec import Spec, dump_spec, validate_spec
 from hpsearch.platform.tags import credentials_to_environment, redact_uri
@@ -183,6 +183,9 @@ def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri
 
 def _run_tuner(tuner) -> int:
     """Run the search; returns how many trials finished (-1 when a second Ctrl-C cut Tune short)."""
+    from hpsearch.platform._actor_reuse import keep_starting_actors
+
+    keep_starting_actors()
     try:
         results = tuner.fit()
     except KeyboardInterrupt:
@@ -258,7 +261,7 @@ def _print_summary(table, *, spec: Spec, search_id: str, best, counts, tracking_
     print(f"\nsearch {search_id} finished: {done or 'no trials'}\n")
     print(summary_table(table, metric=metric, mode=spec.search.mode))
     if best:
-        config = ", ".join(f"{k}={v}" for k, v in best["config"].items())
+        config = format_config(best["config"])
         print(f"\nbest: trial {best['trial']}, {metric} {best['value']:.4f} at epoch {best['best_epoch']}"
               f"\n      {config}")
         if best.get("test"):

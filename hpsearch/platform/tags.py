@@ -19,6 +19,7 @@ MODE = "hpsearch.mode"
 ALGORITHM = "hpsearch.algorithm"
 PLANNED_TRIALS = "hpsearch.planned_trials"
 NODE = "hpsearch.node"
+PROCESS = "hpsearch.process"  # the trial process's pid on its node, as in Ray's worker-*.out log names
 ERROR = "hpsearch.error"
 PARENT = "mlflow.parentRunId"
 SPEC_ARTIFACT = "spec.yaml"

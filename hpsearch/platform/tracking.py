@@ -33,7 +33,7 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 SNAPSHOT_EVERY_S = 30.0  # how often a running search's trial runs are snapshotted onto its parent run
 
 from hpsearch.platform.tags import (ALGORITHM, CHECKPOINT_ARTIFACT, ERROR, EXPERIMENT_PATH, METRIC, MODE, NODE,
-                                   PARENT, PLANNED_TRIALS, ROLE, SEARCH_ID, SEARCH_NAME, SPEC_ARTIFACT, STATUS,
+                                   PARENT, PLANNED_TRIALS, PROCESS, ROLE, SEARCH_ID, SEARCH_NAME, SPEC_ARTIFACT, STATUS,
                                    TRIAL_ID, CREDENTIAL_VARIABLES, redact_uri)
 
 
@@ -337,7 +337,7 @@ class TrialTracker(tune.Callback):
                    if name in _LOGGED_METRICS and isinstance(value, (int, float))]
         tags = []
         if not run.node_logged:
-            tags.append(RunTag(NODE, node_label(result)))
+            tags += [RunTag(NODE, node_label(result)), RunTag(PROCESS, str(result.get("pid", "?")))]
             run.node_logged = True
         if result.get("best_epoch") == step:  # improved: SearchTrial checkpointed this epoch, on this node
             run.checkpoint_node = result.get("node_id")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,8 +117,43 @@ def _digits_table() -> np.ndarray:
     return np.column_stack([bunch.data, bunch.target])
 
 
+# MNIST and Fashion-MNIST as torchvision lays them out: root/<class name>/raw/<file>.
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file of unsigned bytes, MNIST's format: magic 0x0000_08_<dimensions>, big-endian sizes, data."""
+    data = path.read_bytes()
+    if len(data) < 8 or data[:3] != b"\x00\x00\x08" or not 1 <= data[3] <= 3:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    dims = data[3]
+    shape = struct.unpack(f">{dims}I", data[4:4 + 4 * dims])
+    values = np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * dims)  # writable, for torch
+    if values.size != int(np.prod(shape)):
+        raise ValueError(f"{path} holds {values.size} bytes of data for a shape of {shape}")
+    return values.reshape(shape)
+
+
+def _idx_dataset(raw: Path) -> RawDataset | None:
+    """MNIST-like raw files read directly, or None when any is missing. torchvision reads the same
+    files the same way, but importing it costs a trial process about 2 s (torchvision.ops imports
+    torch._dynamo); it still downloads them, and reports what is missing."""
+    paths = {split: [raw / name for name in names] for split, names in IDX_FILES.items()}
+    if not all(path.is_file() for names in paths.values() for path in names):
+        return None
+    (train_images, train_labels), (test_images, test_labels) = (
+        (read_idx(images), read_idx(labels)) for images, labels in paths.values())
+    return RawDataset(train_images[:, None], train_labels.astype(np.int64), test_images[:, None],
+                      test_labels.astype(np.int64), 10)
+
+
 def _torchvision_dataset(cls_name: str):
     def load(*, root: str, download: bool) -> RawDataset:
+        if cls_name in ("MNIST", "FashionMNIST"):
+            found = _idx_dataset(Path(root) / cls_name / "raw")
+            if found is not None:
+                return found
         import torchvision
 
         cls = getattr(torchvision.datasets, cls_name)

@@ -9,7 +9,7 @@ import torch
 
 from hpsearch.trainables.config import TrainConfig
 from hpsearch.trainables.data import DatasetSplits
-from hpsearch.trainables.train import TrainingSession
+from hpsearch.trainables.train import ModelSession
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ def evaluate_on_test(config: TrainConfig, model_state: Mapping[str, torch.Tensor
     """Load the weights into `config`'s model and evaluate it once on the test split."""
     if isinstance(model_state, bytes):
         model_state = torch.load(io.BytesIO(model_state), map_location=device, weights_only=True)
-    session = TrainingSession(config, data=data, device=device)
+    session = ModelSession(config, data=data, device=device)
     session.model.load_state_dict(model_state)
     test = data.test
     metrics = {f"test_{name}": value for name, value in session.evaluate_metrics(test).items()}

@@ -21,8 +21,12 @@ EVAL_BATCH_SIZE = 2048  # examples per forward pass when evaluating; no gradient
 Metrics = dict[str, float]
 
 
-class TrainingSession:
-    """One model being trained, an epoch at a time, with its whole state saveable and restorable."""
+class ModelSession:
+    """A model on its device with its dataset's normalization: all that evaluating needs.
+
+    No optimizer: building one imports torch._dynamo (over a second), which a process that only
+    evaluates, such as a search's driver running the best trial on the test split, need not pay.
+    """
 
     def __init__(self, config: TrainConfig, *, data: DatasetSplits, device: str | torch.device = "cpu",
                  precision: Precision | None = None) -> None:
@@ -35,6 +39,45 @@ class TrainingSession:
         initialize(self.model, config.init)
         self.model.to(self.device, memory_format=torch.channels_last if self.precision.channels_last
                       else torch.preserve_format)
+        shape = (1, -1, 1, 1)
+        self._mean = torch.tensor(data.mean, device=self.device).view(shape)
+        self._std = torch.tensor(data.std, device=self.device).view(shape)
+
+    def evaluate(self, split: Split) -> tuple[float, float]:
+        """Mean cross-entropy and top-1 accuracy over a split."""
+        metrics = self.evaluate_metrics(split)
+        return metrics["loss"], metrics["accuracy"]
+
+    @torch.no_grad()
+    def evaluate_metrics(self, split: Split) -> Metrics:
+        """loss, accuracy (top-1) and, with more than 5 classes, accuracy_top5 over a split."""
+        self.model.eval()
+        loss_sum, correct, correct5 = 0.0, 0, 0
+        top5 = self.data.num_classes > 5
+        for start in range(0, len(split), EVAL_BATCH_SIZE):
+            targets = split.labels[start:start + EVAL_BATCH_SIZE]
+            with self.precision.autocast(self.device):
+                logits = self.model(self._normalize(split.images[start:start + EVAL_BATCH_SIZE])).float()
+            loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
+            correct += int((logits.argmax(1) == targets).sum())
+            if top5:
+                correct5 += int((logits.topk(5, dim=1).indices == targets[:, None]).any(dim=1).sum())
+        metrics = {"loss": loss_sum / len(split), "accuracy": correct / len(split)}
+        if top5:
+            metrics["accuracy_top5"] = correct5 / len(split)
+        return metrics
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        normalized = (images.float() - self._mean) / self._std
+        return normalized.contiguous(memory_format=torch.channels_last) if self.precision.channels_last else normalized
+
+
+class TrainingSession(ModelSession):
+    """One model being trained, an epoch at a time, with its whole state saveable and restorable."""
+
+    def __init__(self, config: TrainConfig, *, data: DatasetSplits, device: str | torch.device = "cpu",
+                 precision: Precision | None = None) -> None:
+        super().__init__(config, data=data, device=device, precision=precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_loss_scaling)
         self.optimizer = build_optimizer(config, self.model.parameters())
         steps_per_epoch = math.ceil(len(data.train) / config.batch_size)  # optimizer steps, as run_epoch takes them
@@ -42,9 +85,6 @@ class TrainingSession:
         self.batch_order = torch.Generator().manual_seed(config.seed)
         self.augmentation = build_augmentation(config.augment, input_shape=data.input_shape, dataset=data.name)
         self.augment_rng = torch.Generator().manual_seed(config.seed + 1)
-        shape = (1, -1, 1, 1)
-        self._mean = torch.tensor(data.mean, device=self.device).view(shape)
-        self._std = torch.tensor(data.std, device=self.device).view(shape)
         self._train = _to_device(data.train, self.device)
         self._val = _to_device(data.val, self.device)
         self.epoch = 0
@@ -102,34 +142,6 @@ class TrainingSession:
             return 0.0
         # Weights only: penalizing biases and norm shifts does not sparsify anything.
         return self.config.l1 * sum(p.abs().sum() for p in self.model.parameters() if p.dim() > 1)
-
-    def evaluate(self, split: Split) -> tuple[float, float]:
-        """Mean cross-entropy and top-1 accuracy over a split."""
-        metrics = self.evaluate_metrics(split)
-        return metrics["loss"], metrics["accuracy"]
-
-    @torch.no_grad()
-    def evaluate_metrics(self, split: Split) -> Metrics:
-        """loss, accuracy (top-1) and, with more than 5 classes, accuracy_top5 over a split."""
-        self.model.eval()
-        loss_sum, correct, correct5 = 0.0, 0, 0
-        top5 = self.data.num_classes > 5
-        for start in range(0, len(split), EVAL_BATCH_SIZE):
-            targets = split.labels[start:start + EVAL_BATCH_SIZE]
-            with self.precision.autocast(self.device):
-                logits = self.model(self._normalize(split.images[start:start + EVAL_BATCH_SIZE])).float()
-            loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
-            correct += int((logits.argmax(1) == targets).sum())
-            if top5:
-                correct5 += int((logits.topk(5, dim=1).indices == targets[:, None]).any(dim=1).sum())
-        metrics = {"loss": loss_sum / len(split), "accuracy": correct / len(split)}
-        if top5:
-            metrics["accuracy_top5"] = correct5 / len(split)
-        return metrics
-
-    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
-        normalized = (images.float() - self._mean) / self._std
-        return normalized.contiguous(memory_format=torch.channels_last) if self.precision.channels_last else normalized
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -164,3 +164,20 @@ def test_a_diverging_trial_stops_as_diverged_and_the_search_goes_on(ray_session,
     assert diverged["tags.hpsearch.error"].startswith(f"diverged at epoch {int(diverged['metrics.epoch'])}: ")
     assert "nan" in diverged["tags.hpsearch.error"] or "inf" in diverged["tags.hpsearch.error"]
     assert outcome.best["config"]["lr"] == 0.01
+
+
+def test_short_trials_with_more_concurrent_trials_than_slots_all_finish(ray_session, tracking_uri, tmp_path):
+    """Trials of a fraction of a second, 4 at a time asked for on 2 CPUs: trials waiting for a slot
+    take a free trial process, trials whose own process is starting wait for it (_actor_reuse), and
+    the search runs to its end on at most two processes at a time."""
+    spec = validate_spec({
+        "name": "e2e", "search": {"algorithm": "grid", "max_concurrent": 4},
+        "train": {"epochs": 2, "model": "mlp", "hidden_sizes": [16]},
+        "tracking": {"uri": tracking_uri, "experiment": "e2e"},
+        "space": {"lr": {"grid": [0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.007, 0.008]}}})
+
+    outcome = run_search(spec, storage=tmp_path / "results")
+
+    assert outcome.status == "completed" and outcome.counts["completed"] == 8
+    trials = _children(_runs(tracking_uri), outcome.parent_run_id)
+    assert trials["tags.hpsearch.process"].str.fullmatch(r"\d+").all(), trials["tags.hpsearch.process"].tolist()

@@ -289,3 +289,41 @@ def test_real_mnist_mini_split() -> None:
     assert 30 < data.mean[0] < 37
     assert 74 < data.std[0] < 82
     assert int(data.train.images.max()) == 255 and int(data.train.images.min()) == 0
+
+
+def test_idx_files_read_directly_equal_torchvisions_reading() -> None:
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    from hpsearch.trainables.data import IDX_FILES, read_idx
+
+    raw = shared_mnist_root() / "MNIST" / "raw"
+    for images, labels in IDX_FILES.values():
+        np.testing.assert_array_equal(read_idx(raw / images), read_image_file(str(raw / images)).numpy())
+        np.testing.assert_array_equal(read_idx(raw / labels), read_label_file(str(raw / labels)).numpy())
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"", "not an IDX file"),
+    (struct.pack(">II", 0x0D01, 3) + b"\0" * 12, "not an IDX file"),  # floats, not unsigned bytes
+    (struct.pack(">IIII", 0x0803, 2, 28, 28) + b"\0" * 100, "holds 100 bytes of data for a shape of"),
+])
+def test_a_damaged_idx_file_is_reported(content: bytes, problem: str, tmp_path: Path) -> None:
+    from hpsearch.trainables.data import read_idx
+
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=problem):
+        read_idx(path)
+
+
+def test_mnist_files_on_disk_load_without_importing_torchvision(tmp_path: Path) -> None:
+    """Each trial process loads its dataset: importing torchvision would cost it about 2 s."""
+    import subprocess
+    import sys
+
+    _write_mnist_like(tmp_path, "MNIST", train_count=20, test_count=5)
+    code = ("import sys; from hpsearch.trainables.data import load_dataset; "
+            f"data = load_dataset('mnist', root={str(tmp_path)!r}); "
+            "print(len(data.test), 'torchvision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["5", "False"], done.stderr

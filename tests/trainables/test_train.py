@@ -188,3 +188,24 @@ def test_training_on_cuda_matches_cpu_closely(digits) -> None:
     assert all(math.isfinite(metrics["val_loss"]) for metrics in cuda)
     # Different kernels round differently; the learning must still be the same to within a few percent.
     assert cuda[-1]["val_accuracy"] == pytest.approx(cpu[-1]["val_accuracy"], abs=0.05)
+
+
+def test_a_test_evaluation_builds_no_optimizer_and_so_never_imports_torch_dynamo() -> None:
+    """A search's driver evaluates its best trial on the test split: an optimizer would cost it about
+    a second of importing torch._dynamo (torch.optim's methods load it on first use)."""
+    import subprocess
+    import sys
+
+    code = """
+import io, sys, torch
+from hpsearch.trainables import TrainConfig, build_model, load_dataset
+from hpsearch.trainables.evaluate import evaluate_on_test
+data = load_dataset("digits")
+config = TrainConfig(model="mlp", hidden_sizes=[16])
+weights = io.BytesIO()
+torch.save(build_model(config, input_shape=data.input_shape, num_classes=10).state_dict(), weights)
+evaluation = evaluate_on_test(config, weights.getvalue(), data=data)
+print(sum(map(sum, evaluation.confusion)) == len(data.test), "torch._dynamo" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["True", "False"], done.stdout + done.stderr
