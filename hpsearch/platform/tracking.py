@@ -187,7 +187,7 @@ def reopen_search_run(client, run_id: str) -> None:
 class _TrialRun:
     run_id: str
     last_step: int  # the last epoch already in MLflow; later reports log only epochs after it
-    node_logged: bool = False
+    process: tuple[str, str] | None = None  # (node label, pid) last tagged: a retried trial may move
     checkpoint_node: str | None = None  # the Ray node that wrote the trial's latest (best) checkpoint
 
 
@@ -336,9 +336,10 @@ class TrialTracker(tune.Callback):
         metrics = [Metric(name, float(value), timestamp, step) for name, value in result.items()
                    if name in _LOGGED_METRICS and isinstance(value, (int, float))]
         tags = []
-        if not run.node_logged:
-            tags += [RunTag(NODE, node_label(result)), RunTag(PROCESS, str(result.get("pid", "?")))]
-            run.node_logged = True
+        process = (node_label(result), str(result.get("pid", "?")))
+        if process != run.process:  # its first report, or its first after a retry elsewhere
+            tags += [RunTag(NODE, process[0]), RunTag(PROCESS, process[1])]
+            run.process = process
         if result.get("best_epoch") == step:  # improved: SearchTrial checkpointed this epoch, on this node
             run.checkpoint_node = result.get("node_id")
         self._client.log_batch(run.run_id, metrics=metrics, tags=tags)

@@ -155,6 +155,7 @@ def test_trials_of_a_lost_node_finish_on_the_head_node(local_cluster, tracking_s
     moved = next(run for run in runs if run.info.run_id == on_worker)
     history = client.get_metric_history(moved.info.run_id, "val_accuracy")
     assert max(point.timestamp for point in history) > killed_at_ms
+    assert _node_of(moved) == local_cluster.head_node_id[:12], moved.data.tags  # where it finished
 
 
 def _wait_for_report_on(client: MlflowClient, experiment: str, node: str, *, timeout: float) -> str:
