@@ -176,7 +176,7 @@ def test_jobs_logs_and_stop_on_a_real_cluster(local_cluster, tmp_path):
     assert f"{address}/#/jobs/{long_id}" in submitted.stdout
     assert f"note: the search tracks to {long_store} on the cluster's head node" in submitted.stderr
     _wait_for_log(long_id, "search long-", address=address, cwd=tmp_path)
-    _wait_for_epochs(MlflowClient(long_store), job_id=long_id, address=address, cwd=tmp_path)
+    _wait_for_epochs(tmp_path / "long.db", job_id=long_id, address=address, cwd=tmp_path)
 
     table = _hpsearch("jobs", "--address", address, cwd=tmp_path)
     assert table.returncode == 0
@@ -203,10 +203,18 @@ def test_jobs_logs_and_stop_on_a_real_cluster(local_cluster, tmp_path):
     assert _hpsearch("jobs", "--address", address, cwd=tmp_path).stdout == before
 
 
-def _wait_for_epochs(store: MlflowClient, *, job_id: str, address: str, cwd: Path, timeout: float = 120) -> None:
-    """Until every trial of the only search in `store` has reported an epoch."""
+def _wait_for_epochs(path: Path, *, job_id: str, address: str, cwd: Path, timeout: float = 120) -> None:
+    """Until every trial of the only search in the SQLite store at `path` has reported an epoch.
+
+    The store is opened only once the job has made it: an MlflowClient opening a store that does not
+    exist yet creates it, and two processes creating one SQLite store at once break each other."""
     deadline = time.monotonic() + timeout
+    store = None
     while time.monotonic() < deadline:
+        if store is None and not path.exists():
+            time.sleep(0.5)
+            continue
+        store = store or MlflowClient(f"sqlite:///{path}")
         experiment = store.get_experiment_by_name("hpsearch")
         runs = store.search_runs([experiment.experiment_id],
                                  filter_string="tags.`hpsearch.role` = 'trial'") if experiment else []
