@@ -148,12 +148,12 @@ def _idx_dataset(raw: Path) -> RawDataset | None:
                       test_labels.astype(np.int64), 10)
 
 
-def _torchvision_dataset(cls_name: str):
+def _torchvision_dataset(cls_name: str, *, idx_files: bool = False):
+    """A torchvision dataset; with `idx_files`, its raw IDX files are read directly when present."""
     def load(*, root: str, download: bool) -> RawDataset:
-        if cls_name in ("MNIST", "FashionMNIST"):
-            found = _idx_dataset(Path(root) / cls_name / "raw")
-            if found is not None:
-                return found
+        found = _idx_dataset(Path(root) / cls_name / "raw") if idx_files else None
+        if found is not None:
+            return found
         import torchvision
 
         cls = getattr(torchvision.datasets, cls_name)
@@ -176,6 +176,6 @@ def _nchw(images) -> np.ndarray:
     return array.transpose(0, 3, 1, 2)  # CIFAR's N x H x W x C
 
 
-DATASETS.register("mnist")(_torchvision_dataset("MNIST"))
-DATASETS.register("fashion_mnist")(_torchvision_dataset("FashionMNIST"))
+DATASETS.register("mnist")(_torchvision_dataset("MNIST", idx_files=True))
+DATASETS.register("fashion_mnist")(_torchvision_dataset("FashionMNIST", idx_files=True))
 DATASETS.register("cifar10")(_torchvision_dataset("CIFAR10"))
