@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
+from hpsearch.platform import _warm_workers
 from hpsearch.platform import query, tags, tracking
 from hpsearch.platform.progress import LiveView, format_config, summary_table
 from hpsearch.platform.space import grid_size, make_optuna_searcher, to_ray
@@ -50,12 +51,16 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")  # set by Ray Jobs for a submitted search
-    runtime_env = {"env_vars": dict(_ray_env.WORKER_ENV)}
     if address:
-        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=address, runtime_env={"env_vars": dict(_ray_env.WORKER_ENV)},
+                 logging_level=logging.WARNING, log_to_driver=False)
     else:
+        # The workers inherit this process's environment, and the first ones start with the trial
+        # modules already imported (see _warm_workers).
         ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
+                 logging_level=logging.WARNING, log_to_driver=False,
+                 **_warm_workers.local_init_options(_ray_env.WORKER_ENV))
+        _warm_workers.started_local_session()
 
 
 def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | None = None,
