@@ -79,6 +79,11 @@ def test_random_search_records_parent_and_child_runs(ray_session, tracking_uri, 
     assert len(counts) == 10 and sum(map(sum, counts)) == 359  # digits' held-out test split
     correct = sum(counts[i][i] for i in range(10))
     assert correct / 359 == pytest.approx(outcome.best["test"]["test_accuracy"])
+    from PIL import Image
+
+    with Image.open(client.download_artifacts(outcome.best["run_id"], "evaluation/confusion_matrix.png",
+                                              str(tmp_path))) as plot:
+        assert plot.format == "PNG" and min(plot.size) > 300
     for _, child in children.iterrows():
         # Only the parameters of the trial's own branch are recorded.
         branch_only = {"mlp": "params.hidden_sizes", "cnn": "params.channels"}
