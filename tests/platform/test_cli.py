@@ -50,27 +50,36 @@ def test_reading_a_missing_store_fails_cleanly_and_creates_nothing(tmp_path):
 
 
 @pytest.mark.e2e
-def test_run_then_read_back_with_trials_and_best(tmp_path):
+def test_run_then_read_back_with_trials_and_best(tmp_path, capsys, monkeypatch):
     ran = run_cli("run", "digits-quick", "--set", "search.num_samples=2", "--set", "train.epochs=2", cwd=tmp_path)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "2/2 done" in ran.stdout and "best: trial" in ran.stdout and "hpsearch trials digits-quick" in ran.stdout
     assert (tmp_path / "mlflow.db").exists()  # the embedded default store, in the working directory
 
-    as_json = run_cli("trials", "digits-quick", "--format", "json", cwd=tmp_path)
-    rows = json.loads(as_json.stdout)
-    assert len(rows) == 2 and {row["status"] for row in rows} == {"completed"}
-    assert all(row["epochs"] == 2 for row in rows)
-    as_csv = run_cli("trials", "digits-quick", "--format", "csv", cwd=tmp_path)
-    assert as_csv.stdout.splitlines()[0].startswith("trial,") and len(as_csv.stdout.splitlines()) == 3
+    # The reading commands run in this process (the same `main` as the console script): they start
+    # no Ray, and each would otherwise spend seconds importing what this process has loaded.
+    monkeypatch.chdir(tmp_path)
 
-    best = run_cli("best", "digits-quick", "--format", "json", cwd=tmp_path)
-    best_trial = json.loads(best.stdout)
+    def read(*args: str) -> tuple[int, str, str]:
+        status = main(list(args))
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    status, out, _ = read("trials", "digits-quick", "--format", "json")
+    rows = json.loads(out)
+    assert status == 0 and len(rows) == 2 and {row["status"] for row in rows} == {"completed"}
+    assert all(row["epochs"] == 2 for row in rows)
+    _, as_csv, _ = read("trials", "digits-quick", "--format", "csv")
+    assert as_csv.splitlines()[0].startswith("trial,") and len(as_csv.splitlines()) == 3
+
+    _, best, _ = read("best", "digits-quick", "--format", "json")
+    best_trial = json.loads(best)
     assert best_trial["value"] == pytest.approx(max(row["best_val_accuracy"] for row in rows))
     assert best_trial["config"]["model"] in ("mlp", "cnn")
 
-    unknown = run_cli("trials", "digits-quik", cwd=tmp_path)
-    assert unknown.returncode == 2
-    assert unknown.stderr.startswith("error: no search named 'digits-quik'") and "did you mean 'digits-quick'" in unknown.stderr
+    status, _, err = read("trials", "digits-quik")
+    assert status == 2
+    assert err.startswith("error: no search named 'digits-quik'") and "did you mean 'digits-quick'" in err
 
-    searches = run_cli("searches", cwd=tmp_path)
-    assert "digits-quick-" in searches.stdout and "completed" in searches.stdout
+    _, searches, _ = read("searches")
+    assert "digits-quick-" in searches and "completed" in searches

@@ -26,14 +26,15 @@ pytestmark = pytest.mark.e2e
 SLOW_CNN = {"model": "cnn", "channels": 96, "depth": 3, "batch_size": 8}
 
 
-def _write_spec(folder: Path, *, name: str, trials: int, epochs: int, max_failures: int = 1) -> Path:
+def _write_spec(folder: Path, *, name: str, trials: int, epochs: int, max_failures: int = 1,
+                train: dict | None = None) -> Path:
     spec = {
         "name": name,
         "dataset": {"name": "digits"},
         "search": {"algorithm": "random", "metric": "val_accuracy", "mode": "max", "num_samples": trials,
                    "max_concurrent": 2, "seed": 0, "max_failures": max_failures},
         "resources": {"cpus": 1},
-        "train": {"epochs": epochs, **SLOW_CNN},
+        "train": {"epochs": epochs, **(SLOW_CNN if train is None else train)},
         "tracking": {"experiment": name},
         "space": {"lr": {"loguniform": [0.001, 0.01]}, "optimizer": {"choice": ["adam", "sgd"]}},
     }
@@ -176,7 +177,9 @@ def test_search_with_a_postgresql_store_and_a_login(local_cluster, postgres, tmp
     password = "correct-horse-battery"
     server = start_tracking_server(folder, backend_store_uri=postgres.uri, admin_password=password)
     try:
-        spec = _write_spec(tmp_path / "job", name="cluster-postgres", trials=2, epochs=2)
+        # Where the trials run is not the point here: small, quick ones.
+        spec = _write_spec(tmp_path / "job", name="cluster-postgres", trials=2, epochs=2,
+                           train={"model": "mlp", "hidden_sizes": [32]})
         uri_with_login = server.uri.replace("http://", f"http://admin:{password}@")
 
         done = _run(_submit(spec, cluster=local_cluster, tracking_uri=uri_with_login), cwd=spec.parent,

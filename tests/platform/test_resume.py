@@ -16,7 +16,7 @@ from tests.conftest import HPSEARCH, run_cli
 
 pytestmark = pytest.mark.e2e
 
-TRIALS, EPOCHS = 6, 20
+TRIALS, EPOCHS = 4, 20
 
 
 def _write_spec(tmp_path: Path) -> Path:
