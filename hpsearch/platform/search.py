@@ -15,6 +15,7 @@ from hpsearch.platform import query, tags, tracking
 from hpsearch.platform.progress import LiveView, format_config, summary_table
 from hpsearch.platform.space import grid_size, make_optuna_searcher, to_ray
 from hpsearch.platform.spec import Spec, dump_spec, validate_spec
+from hpsearch.platform.store import sqlite_location_problem
 from hpsearch.platform.tags import credentials_to_environment, redact_uri
 
 DEFAULT_STORAGE = "hpsearch_results"  # Tune's experiment state and checkpoints, under the working directory
@@ -74,6 +75,9 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
     search_id = f"{spec.name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     storage_path = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
     planned = planned_trials(spec)
+    problem = sqlite_location_problem(uri)
+    if problem:  # told plainly, before MLflow would say it in its own words
+        raise tracking.TrackingUnavailable(f"cannot use the MLflow tracking store {redact_uri(uri)}: {problem}")
     print(f"search {search_id}: {planned} trials, {spec.search.algorithm} search over {spec.dataset.name}, "
           f"{spec.search.max_concurrent} at a time; tracking in {redact_uri(uri)}", flush=True)
 
@@ -87,8 +91,9 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
             client, experiment_id=experiment_id, spec=shown, search_id=search_id,
             experiment_path=str(storage_path / search_id), spec_yaml=dump_spec(shown), planned_trials=planned)
     except Exception as error:  # noqa: BLE001  (any failure of the store is reported the same way)
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise tracking.TrackingUnavailable(
-            f"cannot use the MLflow tracking store {redact_uri(uri)}: {error}") from None
+            f"cannot use the MLflow tracking store {redact_uri(uri)}: {first_line}") from None
     init_ray(address, num_cpus=num_cpus)
     tuner = _build_tuner(spec, search_id=search_id, storage_path=storage_path, tracking_uri=uri,
                          planned=planned, parent=(experiment_id, parent_run_id))

@@ -48,6 +48,25 @@ def prepare_sqlite_store(tracking_uri: str) -> bool:
     return True
 
 
+def sqlite_location_problem(tracking_uri: str) -> str | None:
+    """Why a `sqlite:///` store cannot be opened or made there, told without MLflow; None if it can.
+
+    Checked before a search starts Ray: a store path that cannot work stops it before anything runs."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    target = Path(tracking_uri.removeprefix("sqlite:///"))
+    if target.exists():
+        if not target.is_file():
+            return f"{target} is not a file"
+        return None if os.access(target, os.R_OK | os.W_OK) else f"{target} is not writable"
+    folder = target.parent
+    while not folder.exists():  # SQLAlchemy makes missing folders
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    return None if os.access(folder, os.W_OK | os.X_OK) else f"cannot create files in {folder}"
+
+
 def _template() -> Path:
     import mlflow
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from hpsearch.platform.tags import redact_uri
 
 SECRET_KEY_VARIABLE = "MLFLOW_FLASK_SERVER_SECRET_KEY"
+JOB_EXECUTION_VARIABLE = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,10 @@ def serve(settings: ServerSettings) -> int:
         os.environ[SECRET_KEY_VARIABLE] = secrets.token_hex(32)
         print(f"  {SECRET_KEY_VARIABLE} is not set: a random key for this run (logins in the web UI "
               f"end when the server restarts)", flush=True)
+    # MLflow's job runner serves its GenAI features (LLM judges, trace roll-ups), which hpsearch does
+    # not use: seven more processes, each importing MLflow as the server starts. Set the variable to
+    # true to have them.
+    os.environ.setdefault(JOB_EXECUTION_VARIABLE, "false")
     command = settings.command()
     os.execv(command[0], command)
     return 0  # not reached

@@ -211,3 +211,11 @@ def _job_logs(cluster, submit_output: str, folder: Path) -> str:
                 timeout=60)
     assert logs.returncode == 0 and "search cluster-postgres" in logs.stdout, logs.stderr
     return logs.stdout
+
+
+def test_the_tracking_server_starts_without_mlflows_job_runner(tracking_server):
+    """MLflow's job runner (GenAI judges, trace roll-ups) is off unless asked for: no processes of its own."""
+    children = psutil.Process(tracking_server.process.pid).children(recursive=True)
+    commands = [" ".join(child.cmdline()) for child in children]
+    assert any("uvicorn" in command or "mlflow" in command for command in commands) or children, commands
+    assert not [command for command in commands if "huey" in command], commands

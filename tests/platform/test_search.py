@@ -186,3 +186,40 @@ def test_short_trials_with_more_concurrent_trials_than_slots_all_finish(ray_sess
     assert outcome.status == "completed" and outcome.counts["completed"] == 8
     trials = _children(_runs(tracking_uri), outcome.parent_run_id)
     assert trials["tags.hpsearch.process"].str.fullmatch(r"\d+").all(), trials["tags.hpsearch.process"].tolist()
+
+
+def test_a_tracking_store_that_cannot_be_reached_stops_the_search_and_keeps_nothing(ray_session, tmp_path,
+                                                                                    monkeypatch):
+    """The store is opened before Ray starts: when it fails, nothing runs, no experiment state is
+    written, and the error is one line."""
+    from tests.dashboard.conftest import free_port
+
+    from hpsearch.platform.tracking import TrackingUnavailable
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    spec = validate_spec({"name": "e2e", "search": {"algorithm": "grid"},
+                          "train": {"epochs": 50, "model": "mlp", "hidden_sizes": [16]},
+                          "tracking": {"uri": uri, "experiment": "e2e"}, "space": {"lr": {"grid": [0.01, 0.02]}}})
+
+    with pytest.raises(TrackingUnavailable) as raised:
+        run_search(spec, storage=tmp_path / "results")
+
+    assert str(raised.value).startswith(f"cannot use the MLflow tracking store {uri}: ")
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_store_path_that_cannot_work_is_refused_before_anything_starts(tmp_path, capsys, monkeypatch):
+    from hpsearch.platform.cli import main
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.chdir(tmp_path)
+    status = main(["run", "digits-quick", "--tracking-uri", f"sqlite:///{tmp_path}/a-file/mlflow.db"])
+
+    out, err = capsys.readouterr()
+    assert status == 2 and out == ""
+    assert err == (f"error: cannot use the MLflow tracking store sqlite:///{tmp_path}/a-file/mlflow.db: "
+                   f"{tmp_path}/a-file is not a folder\n")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
