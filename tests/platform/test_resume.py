@@ -16,14 +16,14 @@ from tests.conftest import HPSEARCH, run_cli
 
 pytestmark = pytest.mark.e2e
 
-TRIALS, EPOCHS = 4, 20
+TRIALS, EPOCHS = 4, 30
 
 
 def _write_spec(tmp_path: Path) -> Path:
     spec = {
         "name": "resumable",
         "search": {"algorithm": "random", "num_samples": TRIALS, "max_concurrent": 2, "seed": 3},
-        "train": {"epochs": EPOCHS, "model": "mlp", "hidden_sizes": [256, 256], "batch_size": 16},
+        "train": {"epochs": EPOCHS, "model": "mlp", "hidden_sizes": [256, 256], "batch_size": 8},
         "space": {"lr": {"loguniform": [0.0005, 0.005]}, "dropout": {"uniform": [0.0, 0.3]}},
     }
     path = tmp_path / "resumable.yaml"
