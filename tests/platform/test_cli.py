@@ -37,9 +37,11 @@ def test_validate_applies_set_and_tracking_uri(tmp_path):
     assert "# ok: 3 trials, optuna search" in result.stdout
 
 
-def test_mlflow_tracking_uri_is_honoured(tmp_path):
-    result = run_cli("validate", "digits-quick", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": "sqlite:///env.db"})
-    assert "tracking in sqlite:///env.db" in result.stdout
+def test_mlflow_tracking_uri_is_honoured(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
+    assert main(["validate", "digits-quick"]) == 0
+    assert "tracking in sqlite:///env.db" in capsys.readouterr().out
 
 
 def test_reading_a_missing_store_fails_cleanly_and_creates_nothing(tmp_path):

@@ -662,9 +662,22 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the CLI
 
 def _validate(spec: str, *extra: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`hpsearch validate` as its own process, as a user runs it."""
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     return subprocess.run([*HPSEARCH, "validate", spec, *extra], cwd=cwd, capture_output=True, text=True,
                           timeout=120, env=env)
+
+
+def _validate_here(spec: str, *extra: str, cwd: Path, capsys, monkeypatch) -> subprocess.CompletedProcess[str]:
+    """The same command through the console script's `main`, in this process: no interpreter to start
+    and nothing to import again, for the many cases that differ only in their input."""
+    from hpsearch.platform.cli import main
+
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    status = main(["validate", spec, *extra])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["hpsearch", "validate", spec, *extra], status, out, err)
 
 
 def _files_under(directory: Path) -> list[str]:
@@ -680,14 +693,15 @@ CLI_BAD_SPECS = [
 
 
 @pytest.mark.parametrize(("content", "extra", "expected_lines"), CLI_BAD_SPECS)
-def test_cli_validate_bad_spec(tmp_path: Path, content: str | bytes, extra: list[str], expected_lines: int) -> None:
+def test_cli_validate_bad_spec(tmp_path: Path, content: str | bytes, extra: list[str], expected_lines: int,
+                               capsys, monkeypatch) -> None:
     spec_path = tmp_path / "spec.yaml"
     if isinstance(content, bytes):
         spec_path.write_bytes(content)
     else:
         spec_path.write_text(content)
 
-    result = _validate("spec.yaml", *extra, cwd=tmp_path)
+    result = _validate_here("spec.yaml", *extra, cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
 
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
@@ -707,8 +721,8 @@ def test_cli_validate_missing_file_writes_nothing(tmp_path: Path) -> None:
     assert _files_under(tmp_path) == []
 
 
-def test_cli_validate_good_builtin_spec_writes_nothing(tmp_path: Path) -> None:
-    result = _validate("digits-quick", cwd=tmp_path)
+def test_cli_validate_good_builtin_spec_writes_nothing(tmp_path: Path, capsys, monkeypatch) -> None:
+    result = _validate_here("digits-quick", cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
 
     assert result.returncode == 0, result.stderr
     assert "name: digits-quick" in result.stdout
