@@ -16,11 +16,9 @@ test: $(STAMP)
 setup: $(STAMP)
 
 # Every version is pinned in constraints.txt (torch 2.14.1 / torchvision 0.29.1 among them).
-# --no-compile: Python compiles what is imported when it is first imported; compiling every file of
-# torch, Ray and MLflow up front took about half of the install.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-compile --constraint constraints.txt --editable ".[test]"
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test]"
 	touch $(STAMP)
 
 bench: $(STAMP)
