@@ -21,16 +21,15 @@ from typing import Mapping
 # What a trial process imports before its first trial: torch, Ray Tune and hpsearch's trainables
 # (all through hpsearch.platform.trial), and torch._dynamo, which torch.optim loads on its first step.
 PRELOADED_MODULES = ("hpsearch.platform.trial", "torch._dynamo")
-# Tune's own addition to every trial's environment (ray.tune.execution.class_cache.DEFAULT_ENV_VARS).
-TUNE_WORKER_ENV = {"PL_DISABLE_FORK": "1"}
 
-_session: tuple[str, dict[str, str]] | None = None  # (GCS address, environment it inherited)
+_session: tuple[str, dict[str, str]] | None = None  # (GCS address, Tune's variables its processes inherited)
 
 
 def local_init_options(worker_env: Mapping[str, str]) -> dict:
-    """Exports `worker_env` for the processes of a local session; returns ray.init's extra options."""
+    """Exports `worker_env`, and what Tune adds to every trial's, for the processes of a local
+    session; returns ray.init's extra options."""
     os.environ.update(worker_env)
-    os.environ.update({key: value for key, value in TUNE_WORKER_ENV.items() if key not in os.environ})
+    os.environ.update({key: value for key, value in _tune_env_vars().items() if key not in os.environ})
     return {"_system_config": {"preload_python_modules": list(PRELOADED_MODULES)}}
 
 
@@ -39,16 +38,26 @@ def started_local_session() -> None:
     import ray
 
     global _session
-    _session = (ray.get_runtime_context().gcs_address, dict(os.environ))
+    _session = (ray.get_runtime_context().gcs_address, _tune_env_vars())
     _register_trainables_without_runtime_env()
 
 
-def _inherited(env_vars: Mapping[str, str]) -> bool:
+def _tune_env_vars() -> dict[str, str]:
+    """The env_vars Tune gives a trainable's runtime_env (ray.tune.execution.class_cache.get)."""
+    from ray.tune.execution import class_cache
+
+    propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", ())
+    return {**getattr(class_cache, "DEFAULT_ENV_VARS", {}),
+            **{key: os.environ[key] for key in propagated if key in os.environ}}
+
+
+def _inherited() -> bool:
+    """Whether this is hpsearch's local session, and Tune would send what its processes inherited."""
     import ray
 
     if _session is None or not ray.is_initialized() or ray.get_runtime_context().gcs_address != _session[0]:
         return False
-    return all(_session[1].get(key) == value for key, value in env_vars.items())
+    return _tune_env_vars() == _session[1]
 
 
 def _register_trainables_without_runtime_env() -> None:
@@ -61,14 +70,10 @@ def _register_trainables_without_runtime_env() -> None:
         return
 
     def get(self, trainable_cls):
-        if trainable_cls not in self._cache:
-            env_vars = {**getattr(class_cache, "DEFAULT_ENV_VARS", {}),
-                        **{key: os.environ[key] for key in getattr(class_cache, "ENV_VARS_TO_PROPAGATE", ())
-                           if key in os.environ}}
-            if _inherited(env_vars):
-                import ray
+        if trainable_cls not in self._cache and _inherited():
+            import ray
 
-                self._cache[trainable_cls] = ray.remote(trainable_cls)
+            self._cache[trainable_cls] = ray.remote(trainable_cls)
         return original(self, trainable_cls)
 
     get._hpsearch = True

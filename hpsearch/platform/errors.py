@@ -9,3 +9,9 @@ class UsageError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+def first_line(error: BaseException) -> str:
+    """An exception as one line of output: its message's first line, or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from hpsearch.platform.errors import first_line
 from hpsearch.platform.tags import CREDENTIAL_VARIABLES, DEFAULT_TRACKING_URI, redact_uri, split_credentials
 
 # `hpsearch submit --wait` and `hpsearch logs --follow` end with the job's outcome.
@@ -125,7 +126,7 @@ def connect(address: str):
             f"token in ~/.ray/auth_token or $RAY_AUTH_TOKEN (`ray get-auth-token` prints it on the head node)"
         ) from None
     except (ConnectionError, OSError, RuntimeError) as error:
-        raise ClusterUnavailable(f"cannot reach the Ray Jobs API at {url}: {_first_line(error)} "
+        raise ClusterUnavailable(f"cannot reach the Ray Jobs API at {url}: {first_line(error)} "
                                  f"(is the cluster's dashboard listening there?)") from None
 
 
@@ -221,8 +222,3 @@ def _time(milliseconds: int | None) -> str:
     if not milliseconds:
         return "-"
     return datetime.fromtimestamp(milliseconds / 1000).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

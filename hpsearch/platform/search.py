@@ -12,6 +12,7 @@ from typing import Any
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
 from hpsearch.platform import _warm_workers
 from hpsearch.platform import query, tags, tracking
+from hpsearch.platform.errors import first_line
 from hpsearch.platform.progress import LiveView, format_config, summary_table
 from hpsearch.platform.space import grid_size, make_optuna_searcher, to_ray
 from hpsearch.platform.spec import Spec, dump_spec, validate_spec
@@ -91,9 +92,8 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
             client, experiment_id=experiment_id, spec=shown, search_id=search_id,
             experiment_path=str(storage_path / search_id), spec_yaml=dump_spec(shown), planned_trials=planned)
     except Exception as error:  # noqa: BLE001  (any failure of the store is reported the same way)
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise tracking.TrackingUnavailable(
-            f"cannot use the MLflow tracking store {redact_uri(uri)}: {first_line}") from None
+            f"cannot use the MLflow tracking store {redact_uri(uri)}: {first_line(error)}") from None
     init_ray(address, num_cpus=num_cpus)
     tuner = _build_tuner(spec, search_id=search_id, storage_path=storage_path, tracking_uri=uri,
                          planned=planned, parent=(experiment_id, parent_run_id))

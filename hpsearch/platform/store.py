@@ -24,15 +24,18 @@ def cache_folder() -> Path:
     return Path(base) / "hpsearch"
 
 
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The file of a `sqlite:///` store; None for any other URI."""
+    return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+
+
 def prepare_sqlite_store(tracking_uri: str) -> bool:
     """Create the store at a `sqlite:///` URI from the template if it does not exist yet.
 
     Returns True when it copied the template. Any other URI, an existing file, or a failure to
     make the template leaves the store to MLflow."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return False
-    target = Path(tracking_uri.removeprefix("sqlite:///"))
-    if target.exists() or not target.parent.is_dir():
+    target = sqlite_path(tracking_uri)
+    if target is None or target.exists() or not target.parent.is_dir():
         return False
     try:
         template = _template()
@@ -52,9 +55,9 @@ def sqlite_location_problem(tracking_uri: str) -> str | None:
     """Why a `sqlite:///` store cannot be opened or made there, told without MLflow; None if it can.
 
     Checked before a search starts Ray: a store path that cannot work stops it before anything runs."""
-    if not tracking_uri.startswith("sqlite:///"):
+    target = sqlite_path(tracking_uri)
+    if target is None:
         return None
-    target = Path(tracking_uri.removeprefix("sqlite:///"))
     if target.exists():
         if not target.is_file():
             return f"{target} is not a file"

@@ -22,6 +22,7 @@ from hpsearch import __version__
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
 from ray import tune
 
+from hpsearch.platform.errors import first_line
 from hpsearch.platform.index import TrialRuns, write_index
 from hpsearch.platform.progress import error_line, trial_status
 from hpsearch.platform.space import flatten_config
@@ -444,7 +445,7 @@ def _log_checkpoint(client, run_id: str, checkpoint, *, node_id: str | None = No
             return
         logger.warning("hpsearch: the checkpoint of MLflow run %s was not uploaded: node %s, which holds it "
                        "at %s, cannot run the upload (%s)", run_id, node_id[:12], checkpoint.path,
-                       str(error).splitlines()[0] if str(error) else type(error).__name__)
+                       first_line(error))
 
 
 def _driver_node_id() -> str | None:
