@@ -179,7 +179,7 @@ def cached_store(trials: int, epochs: int) -> Store | None:
     """The cached store when it is complete: the search finished, its snapshot has every trial."""
     from mlflow.tracking import MlflowClient
 
-    from hpsearch.platform.index import INDEX_TAG, read_index
+    from hpsearch.platform.tracking.index import INDEX_TAG, read_index
 
     database, _, record = store_paths(trials)
     if not (database.exists() and record.exists()):
@@ -203,8 +203,8 @@ def build_store(*, trials: int, epochs: int, seed: int) -> Store:
     from mlflow.tracking import MlflowClient
 
     from hpsearch.platform import tracking
-    from hpsearch.platform.spec import dump_spec, validate_spec
-    from hpsearch.platform.tags import ERROR, NODE, PARENT, ROLE, SEARCH_ID, STATUS, TRIAL_ID
+    from hpsearch.search_spaces.spec import dump_spec, validate_spec
+    from hpsearch.platform.tracking.tags import ERROR, NODE, PARENT, ROLE, SEARCH_ID, STATUS, TRIAL_ID
 
     database, artifacts, record = store_paths(trials)
     for path in (database, record):
@@ -302,7 +302,7 @@ def first_view_noindex(store: Store) -> str:
     from hpsearch.dashboard import callbacks, figures
     from hpsearch.dashboard.data import hashable_params
     from hpsearch.platform import query
-    from hpsearch.platform.index import TrialRuns
+    from hpsearch.platform.tracking.index import TrialRuns
 
     runs = TrialRuns(store.experiment_id, store.parent_run_id)
     runs.refresh(MlflowClient(store.uri))

@@ -63,7 +63,7 @@ class SearchResult:
 
 
 def build_spec(*, algorithm: str, seed: int, args: argparse.Namespace, tracking_uri: str):
-    from hpsearch.platform.spec import validate_spec
+    from hpsearch.search_spaces.spec import validate_spec
 
     asha = algorithm == "optuna"
     return validate_spec({

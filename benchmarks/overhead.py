@@ -53,7 +53,8 @@ def plain_loop(spec) -> float:
     """The same trainings, one after another, one thread, data loaded once beforehand."""
     import torch
 
-    from hpsearch.platform.space import flatten_config, to_ray
+    from hpsearch.platform.tune_space import to_ray
+    from hpsearch.search_spaces.space import flatten_config
     from hpsearch.trainables import TrainConfig, load_dataset, train
     from ray.tune.search.variant_generator import generate_variants
 
@@ -97,7 +98,7 @@ def main() -> int:
     import ray
 
     from hpsearch.platform.search import init_ray
-    from hpsearch.platform.spec import validate_spec
+    from hpsearch.search_spaces.spec import validate_spec
 
     work = Path(tempfile.mkdtemp(prefix="hpsearch-overhead-"))
     results: dict[str, float] = {}

@@ -10,7 +10,7 @@ from nbclient import NotebookClient
 
 from hpsearch import query
 from hpsearch.platform.search import run_search
-from hpsearch.platform.spec import load_spec
+from hpsearch.search_spaces.spec import load_spec
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,7 @@ import yaml
 
 from hpsearch.platform.cli import build_parser
 from hpsearch.platform.search import planned_trials
-from hpsearch.platform.spec import validate_spec
+from hpsearch.search_spaces.spec import validate_spec
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -10,6 +10,7 @@ from typing import Sequence
 
 from hpsearch.platform import defaults
 from hpsearch.platform.errors import UsageError
+from hpsearch.platform.tracking.tags import resolve_uri
 
 USAGE_ERROR = 2
 INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="require HTTP basic auth as NAME, password from $HPSEARCH_DASHBOARD_PASSWORD "
                                 "(use it when --host is not 127.0.0.1)")
 
-    from hpsearch.platform import cluster_cli
+    from hpsearch.platform.cluster import cli as cluster_cli
 
     cluster_cli.add_commands(command)
     return parser
@@ -107,7 +108,7 @@ def _spec_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from hpsearch.platform.spec import SpecError, load_spec
+    from hpsearch.search_spaces.spec import SpecError, load_spec
 
     try:
         return load_spec(args.spec, overrides=args.overrides, tracking_uri=args.tracking_uri)
@@ -132,16 +133,16 @@ def _run(args) -> int:
 def _validate(args) -> int:
     spec = _load(args)
     from hpsearch.platform.search import planned_trials
-    from hpsearch.platform.spec import dump_spec
+    from hpsearch.search_spaces.spec import dump_spec
 
     print(dump_spec(spec), end="")
-    print(f"# ok: {planned_trials(spec)} trials, {spec.search.algorithm} search, tracking in {spec.tracking_uri()}")
+    print(f"# ok: {planned_trials(spec)} trials, {spec.search.algorithm} search, tracking in {resolve_uri(spec.tracking.uri)}")
     return 0
 
 
 def _list(args) -> int:
     if args.what == "specs":
-        from hpsearch.platform.spec import builtin_specs
+        from hpsearch.search_spaces.spec import builtin_specs
 
         names = builtin_specs()
     else:
@@ -182,7 +183,7 @@ def _lr_find(args) -> int:
 
     config = format_config(outcome.config)
     print(f"configuration: {config}\nsuggested learning rate: {outcome.suggested_lr:.3g}\n"
-          f"plot: {outcome.plot}\ntable: {outcome.table}\nMLflow run: {outcome.run_id} ({spec.tracking_uri()})")
+          f"plot: {outcome.plot}\ntable: {outcome.table}\nMLflow run: {outcome.run_id} ({resolve_uri(spec.tracking.uri)})")
     return 0
 
 

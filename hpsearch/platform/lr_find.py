@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpsearch.platform.spec import Spec
+from hpsearch.search_spaces.spec import Spec
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ def first_configuration(spec: Spec) -> dict[str, Any]:
     from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
     from ray.tune.search.variant_generator import generate_variants
 
-    from hpsearch.platform.space import flatten_config, to_ray
+    from hpsearch.platform.tune_space import to_ray
+    from hpsearch.search_spaces.space import flatten_config
 
     algorithm = "random" if spec.search.algorithm == "optuna" else spec.search.algorithm
     variants = generate_variants(to_ray(spec.space, algorithm), random_state=np.random.RandomState(spec.search.seed))

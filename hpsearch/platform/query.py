@@ -17,9 +17,9 @@ from typing import Any, Iterator
 import pandas as pd
 
 from hpsearch._suggest import did_you_mean
-from hpsearch.platform import tags
-from hpsearch.platform.index import TrialRuns
-from hpsearch.platform.tags import resolve_uri
+from hpsearch.platform.tracking import tags
+from hpsearch.platform.tracking.index import TrialRuns
+from hpsearch.platform.tracking.tags import resolve_uri
 
 
 class SearchNotFound(LookupError):

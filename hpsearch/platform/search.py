@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
-from hpsearch.platform import _warm_workers
-from hpsearch.platform import query, tags, tracking
+from hpsearch.platform import _ray_internals, _warm_workers
+from hpsearch.platform import query, tracking
 from hpsearch.platform.errors import first_line
 from hpsearch.platform.progress import LiveView, format_config, summary_table
-from hpsearch.platform.space import grid_size, make_optuna_searcher, to_ray
-from hpsearch.platform.spec import Spec, dump_spec, validate_spec
-from hpsearch.platform.store import sqlite_location_problem
-from hpsearch.platform.tags import credentials_to_environment, redact_uri
+from hpsearch.platform.tracking import tags
+from hpsearch.platform.tune_space import make_optuna_searcher, to_ray
+from hpsearch.search_spaces.space import grid_size
+from hpsearch.search_spaces.spec import Spec, dump_spec, validate_spec
+from hpsearch.platform.tracking.store import sqlite_location_problem
+from hpsearch.platform.tracking.tags import credentials_to_environment, redact_uri
 
 DEFAULT_STORAGE = "hpsearch_results"  # Tune's experiment state and checkpoints, under the working directory
 
@@ -70,7 +72,7 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
     """Run `spec` to the end, printing a live view and a summary; returns where the results are."""
     # From here on the URI carries no password: MLflow reads it from the environment instead, and
     # nothing printed, logged, stored in MLflow or pickled into Tune's experiment state can leak it.
-    uri = credentials_to_environment(spec.tracking_uri())
+    uri = credentials_to_environment(tags.resolve_uri(spec.tracking.uri))
     shown = _redacted(spec)
     # Unique even for two searches of one spec started in the same second.
     search_id = f"{spec.name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
@@ -193,9 +195,7 @@ def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri
 
 def _run_tuner(tuner) -> int:
     """Run the search; returns how many trials finished (-1 when a second Ctrl-C cut Tune short)."""
-    from hpsearch.platform._actor_reuse import keep_starting_actors
-
-    keep_starting_actors()
+    _ray_internals.keep_starting_actors()
     try:
         results = tuner.fit()
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
 import ray
 from ray import tune
 
-from hpsearch.platform.space import flatten_config
+from hpsearch.search_spaces.space import flatten_config
 from hpsearch.trainables import TrainConfig, TrainingSession, is_diverged, load_dataset
 
 STATE_FILE = "training_state.pt"

@@ -335,7 +335,7 @@ def readme_command_lines() -> list[list[str]]:
 
 
 def test_readme_hpsearch_commands_are_accepted_and_their_specs_validate():
-    from hpsearch.platform.spec import load_spec
+    from hpsearch.search_spaces.spec import load_spec
 
     commands = [args for args in readme_command_lines() if args and args[0] == "hpsearch"]
     assert {args[1] for args in commands} >= {"submit", "jobs", "logs", "stop", "trials"}

@@ -6,7 +6,7 @@ import pytest
 from hpsearch import query
 
 from hpsearch.platform.search import planned_trials, run_search
-from hpsearch.platform.spec import builtin_specs, load_spec
+from hpsearch.search_spaces.spec import builtin_specs, load_spec
 from tests.conftest import shared_mnist_root
 
 

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from hpsearch.platform import query
-from hpsearch.platform.index import INDEX_TAG, TrialRuns, read_index, write_index
+from hpsearch.platform.tracking.index import INDEX_TAG, TrialRuns, read_index, write_index
 from tests.dashboard.runs import add_trial, finish_trial, log_epochs, make_search
 
 

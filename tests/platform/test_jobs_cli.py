@@ -11,9 +11,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from hpsearch.platform.jobs import STOP_SETTINGS, prepare_submission
-from hpsearch.platform.tags import redact_uri, split_credentials
-from hpsearch.platform.tracking_server import ServerSettings
+from hpsearch.platform.cluster.jobs import STOP_SETTINGS, prepare_submission
+from hpsearch.platform.tracking.tags import redact_uri, split_credentials
+from hpsearch.platform.tracking.server import ServerSettings
 from tests.platform.cluster_fixtures import VENV_BIN, cluster_env, free_port, local_cluster  # noqa: F401
 
 HPSEARCH = str(VENV_BIN / "hpsearch")

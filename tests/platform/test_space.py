@@ -8,8 +8,8 @@ import optuna
 import pytest
 from ray.tune.search.variant_generator import generate_variants
 
-from hpsearch.platform.space import (DefineByRun, SpaceError, check_algorithm, flatten_config, grid_size,
-                                     parse_space, suggest_config, to_ray)
+from hpsearch.platform.tune_space import DefineByRun, suggest_config, to_ray
+from hpsearch.search_spaces.space import SpaceError, check_algorithm, flatten_config, grid_size, parse_space
 
 CONDITIONAL = {
     "lr": {"loguniform": [1e-4, 1e-1]},

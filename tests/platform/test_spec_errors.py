@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch.platform.spec import SpecError, load_spec
+from hpsearch.search_spaces.spec import SpecError, load_spec
 
 HPSEARCH = [sys.executable, "-m", "hpsearch.platform.cli"]
 

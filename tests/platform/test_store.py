@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from hpsearch.platform import store
+from hpsearch.platform.tracking import store
 
 
 @pytest.fixture(autouse=True)

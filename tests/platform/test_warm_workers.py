@@ -18,7 +18,7 @@ SCRIPT = r"""
 import json, sys, time
 import psutil
 from hpsearch.platform.search import init_ray, run_search
-from hpsearch.platform.spec import validate_spec
+from hpsearch.search_spaces.spec import validate_spec
 
 def workers():
     return {p.pid for p in psutil.Process().children(recursive=True) if p.name() == "ray::IDLE"}

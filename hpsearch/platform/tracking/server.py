@@ -11,7 +11,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 
-from hpsearch.platform.tags import redact_uri
+from hpsearch.platform.tracking.tags import redact_uri
 
 SECRET_KEY_VARIABLE = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 JOB_EXECUTION_VARIABLE = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"

@@ -17,8 +17,7 @@ from typing import Any, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hpsearch.platform.tags import resolve_uri
-from hpsearch.platform.space import ALGORITHMS, SearchSpace, SpaceError, show_value, check_algorithm, parse_space
+from hpsearch.search_spaces.space import ALGORITHMS, SearchSpace, SpaceError, show_value, check_algorithm, parse_space
 from hpsearch.trainables import DATASETS, EPOCH_METRICS, TrainConfig
 from hpsearch._suggest import did_you_mean
 
@@ -156,9 +155,6 @@ class Spec(_Frozen):
         if problems:
             raise SpaceError(problems)
         return self
-
-    def tracking_uri(self) -> str:
-        return resolve_uri(self.tracking.uri)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data, space included, exactly as it would be written in YAML."""

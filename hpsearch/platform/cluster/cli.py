@@ -70,7 +70,7 @@ def _missing_address() -> str:
 
 
 def _client(address: str | None):
-    from hpsearch.platform import jobs
+    from hpsearch.platform.cluster import jobs
 
     if address is None:
         raise UsageError([_missing_address()])
@@ -81,7 +81,7 @@ def _client(address: str | None):
 
 
 def _found(function, *args, **kwargs):
-    from hpsearch.platform import jobs
+    from hpsearch.platform.cluster import jobs
 
     try:
         return function(*args, **kwargs)
@@ -90,8 +90,8 @@ def _found(function, *args, **kwargs):
 
 
 def _submit(args) -> int:
-    from hpsearch.platform import jobs
-    from hpsearch.platform.spec import SpecError
+    from hpsearch.platform.cluster import jobs
+    from hpsearch.search_spaces.spec import SpecError
 
     address = _address(args)
     problems = [] if address else [_missing_address()]
@@ -113,7 +113,7 @@ def _submit(args) -> int:
 
 
 def _follow(client, job_id: str, address: str) -> int:
-    from hpsearch.platform import jobs
+    from hpsearch.platform.cluster import jobs
 
     try:
         status = _found(jobs.follow, client, job_id)
@@ -126,14 +126,14 @@ def _follow(client, job_id: str, address: str) -> int:
 
 
 def _jobs(args) -> int:
-    from hpsearch.platform import jobs
+    from hpsearch.platform.cluster import jobs
 
     print(jobs.job_table(_client(_address(args))))
     return 0
 
 
 def _logs(args) -> int:
-    from hpsearch.platform import jobs
+    from hpsearch.platform.cluster import jobs
 
     address = _address(args)
     client = _client(address)
@@ -145,7 +145,7 @@ def _logs(args) -> int:
 
 
 def _stop(args) -> int:
-    from hpsearch.platform import jobs
+    from hpsearch.platform.cluster import jobs
 
     client = _client(_address(args))
     was_running, status = _found(jobs.stop, client, args.job)
@@ -158,7 +158,7 @@ def _stop(args) -> int:
 
 
 def _tracking_server(args) -> int:
-    from hpsearch.platform.tracking_server import ServerSettings, serve
+    from hpsearch.platform.tracking.server import ServerSettings, serve
 
     problems = []
     if not 0 < args.port < 65536:

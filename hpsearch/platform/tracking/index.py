@@ -21,7 +21,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from hpsearch.platform.tags import PARENT
+from hpsearch.platform.tracking.tags import PARENT
 
 INDEX_ARTIFACT_DIR = "index"
 INDEX_FILE = "trials.parquet"

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from hpsearch.platform.errors import first_line
-from hpsearch.platform.tags import CREDENTIAL_VARIABLES, DEFAULT_TRACKING_URI, redact_uri, split_credentials
+from hpsearch.platform.tracking.tags import CREDENTIAL_VARIABLES, DEFAULT_TRACKING_URI, redact_uri, split_credentials
 
 # `hpsearch submit --wait` and `hpsearch logs --follow` end with the job's outcome.
 EXIT_STATUS = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
 TERMINAL = frozenset(EXIT_STATUS)
 if TYPE_CHECKING:
-    from hpsearch.platform.spec import Spec
+    from hpsearch.search_spaces.spec import Spec
 
 # `hpsearch stop` as Ctrl-C: Tune stops the trials, hpsearch marks them interrupted, and the search
 # can be resumed; Ray's default, SIGTERM, would end the driver before it closes its MLflow runs.
@@ -65,7 +65,7 @@ def dashboard_url(address: str) -> str:
 def prepare_submission(source: str, *, overrides: list[str] | tuple[str, ...] = (), tracking_uri: str | None = None,
                        storage: str | None = None) -> Submission:
     """Validate the spec here (SpecError: nothing is submitted) and build the job that runs it."""
-    from hpsearch.platform.spec import load_spec  # torch comes with it: not for `jobs`, `logs`, `stop`
+    from hpsearch.search_spaces.spec import load_spec  # torch comes with it: not for `jobs`, `logs`, `stop`
 
     spec = load_spec(source, overrides=overrides, tracking_uri=tracking_uri)
     runtime_env: dict[str, Any] = {"env_vars": dict(STOP_SETTINGS)}

@@ -21,6 +21,7 @@ PLANNED_TRIALS = "hpsearch.planned_trials"
 NODE = "hpsearch.node"
 PROCESS = "hpsearch.process"  # the trial process's pid on its node, as in Ray's worker-*.out log names
 ERROR = "hpsearch.error"
+HEARTBEAT = "hpsearch.heartbeat"  # on a running search's parent run: unix seconds of its driver's last sign of life
 PARENT = "mlflow.parentRunId"
 SPEC_ARTIFACT = "spec.yaml"
 CHECKPOINT_ARTIFACT = "checkpoint"

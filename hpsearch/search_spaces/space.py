@@ -1,15 +1,12 @@
-"""The search space: parsed once from the spec's `space` mapping, converted to Ray Tune and Optuna here only.
+"""The search space: parsed once from the spec's `space` mapping into typed parameters.
 
-Traps handled here and tested in tests/platform/test_space.py:
-- Ray's `randint(low, high)` excludes `high`; the spec's `int: [low, high]` includes it, like
-  Optuna's `suggest_int`. Ray's `qrandint` already includes its upper bound.
-- OptunaSearch cannot enumerate a grid, and cannot quantize a log scale.
-- Conditional parameters become nested branch dicts for Ray's variant generator and
-  define-by-run suggestions for Optuna; both come back to one flat parameter dict.
+No Ray and no Optuna here: `hpsearch.platform.tune_space` converts a space for them. What either
+cannot run (OptunaSearch cannot enumerate a grid, nor quantize a log scale) is refused here, by
+`check_algorithm`, before anything starts. Conditional parameters (a choice whose values each
+enable their own parameters) come back from both as one flat parameter dict (`flatten_config`).
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -223,10 +220,10 @@ def _enumerable(param: Param) -> bool:
         return False
     if param.kind == "uniform" and param.step is None:
         return False
-    return len(_range_values(param)) <= MAX_GRID_VALUES
+    return len(range_values(param)) <= MAX_GRID_VALUES
 
 
-def _range_values(param: Param) -> list[Any]:
+def range_values(param: Param) -> list[Any]:
     step = param.step or 1
     count = math.floor((param.high - param.low) / step + 1e-9) + 1
     if count > MAX_GRID_VALUES:
@@ -252,43 +249,8 @@ def _param_grid_size(param: Param, algorithm: str) -> int:
     if enumerated:
         return len(param.values)
     if algorithm == "grid" and param.is_range:
-        return len(_range_values(param))
+        return len(range_values(param))
     return 1
-
-
-# --------------------------------------------------------------------------- Ray Tune
-
-def to_ray(space: SearchSpace, algorithm: str) -> dict[str, Any]:
-    """Param space for Ray's BasicVariantGenerator: grid values become grid_search, the rest samplers."""
-    from ray import tune
-
-    config: dict[str, Any] = {}
-    for param in space.params:
-        enumerate_all = param.kind == "grid" or (algorithm == "grid" and param.kind == "choice")
-        if param.kind == "constant":
-            config[param.name] = param.values[0]
-        elif param.kind in ("choice", "grid"):
-            options = _ray_options(param, algorithm)
-            config[param.name] = tune.grid_search(options) if enumerate_all else tune.choice(options)
-        elif algorithm == "grid":
-            config[param.name] = tune.grid_search(_range_values(param))
-        elif param.kind == "uniform":
-            config[param.name] = tune.quniform(param.low, param.high, param.step) if param.step \
-                else tune.uniform(param.low, param.high)
-        elif param.kind == "loguniform":
-            config[param.name] = tune.qloguniform(param.low, param.high, param.step) if param.step \
-                else tune.loguniform(param.low, param.high)
-        elif param.step:  # int with a step: Ray's qrandint includes its upper bound
-            config[param.name] = tune.qrandint(param.low, param.high, param.step)
-        else:  # int: Ray's randint excludes its upper bound
-            config[param.name] = tune.randint(param.low, param.high + 1)
-    return config
-
-
-def _ray_options(param: Param, algorithm: str) -> list[Any]:
-    if param.branches is None:
-        return list(param.values)
-    return [{BRANCH_KEY: value, **to_ray(branch, algorithm)} for value, branch in param.branches.items()]
 
 
 def flatten_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -301,59 +263,3 @@ def flatten_config(config: Mapping[str, Any]) -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-# --------------------------------------------------------------------------- Optuna
-
-def make_optuna_searcher(space: SearchSpace, *, metric: str, mode: str, seed: int):
-    """Ray's OptunaSearch over a define-by-run space with a seeded TPE sampler."""
-    import optuna
-
-    from hpsearch.platform._optuna import BranchAwareOptunaSearch
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed)
-    return BranchAwareOptunaSearch(space=DefineByRun(space), metric=metric, mode=mode, sampler=sampler)
-
-
-@dataclass(frozen=True)
-class DefineByRun:
-    """The space as an Optuna define-by-run function (a picklable object, not a closure)."""
-
-    space: SearchSpace
-
-    def __call__(self, trial) -> dict[str, Any]:
-        return {OPTUNA_CONFIG_KEY: suggest_config(self.space, trial)}
-
-
-def suggest_config(space: SearchSpace, trial, prefix: str = "") -> dict[str, Any]:
-    """Suggest one configuration through an Optuna trial, define-by-run; nested like `to_ray`'s."""
-    config: dict[str, Any] = {}
-    for param in space.params:
-        # Branch parameters are named by their branch so TPE never mixes two branches' values.
-        key = prefix + param.name
-        if param.kind == "constant":
-            config[param.name] = param.values[0]
-        elif param.kind == "choice":
-            value = _suggest_categorical(trial, key, param.values)
-            if param.branches is not None:
-                branch = suggest_config(param.branches[value], trial, prefix=f"{key}={value}:")
-                config[param.name] = {BRANCH_KEY: value, **branch}
-            else:
-                config[param.name] = value
-        elif param.kind == "int":
-            config[param.name] = trial.suggest_int(key, param.low, param.high, step=param.step or 1)
-        elif param.kind in ("uniform", "loguniform"):
-            config[param.name] = trial.suggest_float(key, float(param.low), float(param.high),
-                                                     step=param.step, log=param.kind == "loguniform")
-        else:  # rejected by check_algorithm before a search starts
-            raise ValueError(f"{param.path}: {param.kind} is not supported by Optuna")
-    return config
-
-
-def _suggest_categorical(trial, key: str, values: tuple[Any, ...]) -> Any:
-    if all(value is None or isinstance(value, (bool, int, float, str)) for value in values):
-        return trial.suggest_categorical(key, list(values))
-    # Optuna stores only scalars: choose among JSON labels of lists and mappings.
-    labels = [json.dumps(value, sort_keys=True) for value in values]
-    return values[labels.index(trial.suggest_categorical(key, labels))]

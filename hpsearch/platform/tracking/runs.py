@@ -1,0 +1,115 @@
+"""A search's parent run and its lifecycle: created, reopened for a resume, finished, and found again."""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from hpsearch import __version__
+from hpsearch.platform.tracking.index import TrialRuns, write_index
+from hpsearch.platform.tracking.tags import (ALGORITHM, EXPERIMENT_PATH, METRIC, MODE, PARENT, PLANNED_TRIALS, ROLE,
+                                             SEARCH_ID, SEARCH_NAME, SPEC_ARTIFACT, STATUS)
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store could not be reached or written."""
+
+
+def client_for(tracking_uri: str):
+    """A client for writing; a new SQLite store starts as a copy of a migrated template (store.py)."""
+    from mlflow.tracking import MlflowClient
+
+    from hpsearch.platform.tracking.store import prepare_sqlite_store
+
+    prepare_sqlite_store(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def experiment_id_for(client, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def start_search_run(client, *, experiment_id: str, spec, search_id: str, experiment_path: str,
+                     spec_yaml: str, planned_trials: int) -> str:
+    """Create the parent run of a search, with its spec as an artifact."""
+    from mlflow.entities import Param
+
+    tags = {
+        ROLE: "search", SEARCH_ID: search_id, SEARCH_NAME: spec.name, STATUS: "running",
+        "hpsearch.spec_hash": spec.spec_hash(), ALGORITHM: spec.search.algorithm,
+        METRIC: spec.search.metric, MODE: spec.search.mode, "hpsearch.version": __version__,
+        EXPERIMENT_PATH: experiment_path, PLANNED_TRIALS: str(planned_trials),
+        "mlflow.runName": search_id,
+    }
+    commit = git_commit()
+    if commit:
+        tags["hpsearch.git_commit"] = commit
+    run = client.create_run(experiment_id, tags=tags, run_name=search_id)
+    settings = {
+        "dataset": spec.dataset.name, "algorithm": spec.search.algorithm, "metric": spec.search.metric,
+        "mode": spec.search.mode, "num_samples": spec.search.num_samples,
+        "scheduler": spec.search.scheduler.name, "epochs": spec.train.epochs,
+        "max_concurrent": spec.search.max_concurrent, "seed": spec.search.seed,
+    }
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in settings.items()])
+    client.log_text(run.info.run_id, spec_yaml, SPEC_ARTIFACT)
+    return run.info.run_id
+
+
+def finish_search_run(client, run_id: str, *, status: str, best_value: float | None, metric: str,
+                      counts: Mapping[str, int]) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"trials_{name}", float(count), now, 0) for name, count in counts.items()]
+    if best_value is not None:
+        metrics.append(Metric(f"best_{metric}", float(best_value), now, 0))
+    client.log_batch(run_id, metrics=metrics)
+    client.set_tag(run_id, STATUS, status)
+    mlflow_status = {"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
+    client.set_terminated(run_id, mlflow_status)
+
+
+def write_final_snapshot(client, *, experiment_id: str, parent_run_id: str) -> None:
+    """The trial runs as the search leaves them, read in full (test metrics land on a finished run)."""
+    runs = TrialRuns(experiment_id, parent_run_id)
+    runs.refresh(client)
+    write_index(client, runs)
+
+
+def mark_interrupted(client, parent_run_id: str) -> None:
+    """Trials still running when a search stops early wait, marked interrupted, for `hpsearch resume`."""
+    runs = client.search_runs([client.get_run(parent_run_id).info.experiment_id],
+                              filter_string=f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{STATUS}` = 'running'")
+    for run in runs:
+        client.set_tag(run.info.run_id, STATUS, "interrupted")
+        client.set_terminated(run.info.run_id, "KILLED")
+
+
+def reopen_search_run(client, run_id: str) -> None:
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, STATUS, "running")
+
+
+def find_search_run(client, *, experiment: str, search_id: str):
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id] if found else [],
+                              filter_string=f"tags.`{SEARCH_ID}` = '{search_id}' and tags.`{ROLE}` = 'search'")
+    if not runs:
+        raise LookupError(f"no parent run of search {search_id!r} in experiment {experiment!r}")
+    return runs[0]
+
+
+def param_value(value: Any) -> str:
+    """A parameter as MLflow stores it: a string, cut to MLflow's length limit."""
+    return str(value)[:6000]
