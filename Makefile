@@ -1,17 +1,22 @@
-# make run: set up .venv and run the default search; make test: set up and run the whole suite.
+# make run: set up .venv and run the default search; make test: set up and run the whole suite
+# (make test-fast: without the end-to-end tests).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SPEC ?= digits-quick
 
-.PHONY: run test setup bench clean
+.PHONY: run test test-fast setup bench clean
 
 run: $(STAMP)
 	$(BIN)/hpsearch run $(SPEC)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -ra
+
+# Everything but the end-to-end tests (no real search on Ray): a few minutes, for iterating.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -ra -m "not e2e"
 
 setup: $(STAMP)
 

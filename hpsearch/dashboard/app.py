@@ -7,7 +7,7 @@ import os
 import sys
 
 from hpsearch.platform import defaults
-from hpsearch.platform.tags import redact_uri
+from hpsearch.platform.tracking.tags import redact_uri
 
 PASSWORD_ENV = "HPSEARCH_DASHBOARD_PASSWORD"  # with --auth-user: the password, kept off the command line
 
@@ -48,7 +48,7 @@ def serve(*, tracking_uri: str | None, host: str = defaults.LOOPBACK, port: int 
     from hpsearch.platform.errors import UsageError
     from hpsearch.platform.query import _require_store
     from hpsearch.platform.query import SearchNotFound
-    from hpsearch.platform.tags import resolve_uri
+    from hpsearch.platform.tracking.tags import resolve_uri
 
     problems = []
     if refresh_s < 0.5:

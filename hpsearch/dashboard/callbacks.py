@@ -63,8 +63,7 @@ def _trial_summary(source: RunSource, search) -> dict[str, Any]:
     except SearchNotFound:
         trials = pd.DataFrame(columns=["status"])
     status = trials["status"] if "status" in trials else pd.Series(dtype=object)
-    column = f"best_{search.metric}"
-    values = trials[column].dropna() if column in trials else pd.Series(dtype=float)
+    values = data.trials_with_result(trials, search.metric)[f"best_{search.metric}"]
     best = None if values.empty else float(values.max() if search.mode == "max" else values.min())
     return {"running": int((status == "running").sum()),
             "done": int(status.isin(["completed", "stopped_early"]).sum()),
@@ -146,10 +145,13 @@ def best_card(source: RunSource, found) -> html.Div:
     """The best trial: its metric, epoch, configuration, MLflow run and checkpoint."""
     from hpsearch.platform.query import best_of
 
-    try:
-        best = best_of(found.search, found.trials)
-    except SearchNotFound as error:
-        return html.Div([html.H4("Best trial", style={"margin": 0}), html.P(str(error))])
+    metric = found.search.metric
+    reported = data.trials_with_result(found.trials, metric)
+    if reported.empty:
+        return html.Div([html.H4("Best trial", style={"margin": "0 0 6px"}, id="best-trial"),
+                         html.P(f"no best trial yet: {data.no_results_reason(found.trials, metric)}",
+                                id="no-best-trial", style={"color": "#555"})])
+    best = best_of(found.search, reported)
     run_link = mlflow_run_url(source.tracking_uri, found.search.experiment_id, best["run_id"])
     row = found.trials.set_index("trial").loc[best["trial"]]
     test = {name: row[name] for name in ("test_accuracy", "test_loss") if name in row and pd.notna(row[name])}
@@ -236,7 +238,10 @@ def curves_view(source: RunSource, search_id: str, selected: Sequence[str], metr
     """Learning curves of the selected trials."""
     if not selected:
         return figures.learning_curves(pd.DataFrame(columns=["trial", "step", "value"]), metric=metric)
-    return figures.learning_curves(source.curves(search_id, selected, metric), metric=metric)
+    curves = source.curves(search_id, selected, metric)
+    if curves.empty:  # selected before their first epoch, or they never report this metric
+        return figures.empty_figure(f"no {metric} from the selected trials yet")
+    return figures.learning_curves(curves, metric=metric)
 
 
 def compare_view(source: RunSource, search_id: str, selected: Sequence[str]) -> Any:
@@ -246,7 +251,8 @@ def compare_view(source: RunSource, search_id: str, selected: Sequence[str]) -> 
     found = source.search(search_id, refresh=False)
     table = data.differing_settings(found.trials, list(selected))
     metric = f"best_{found.search.metric}"
-    values = found.trials.set_index("trial").loc[list(selected), metric]
+    # before a trial's first epoch there is no value, nor before anyone's first epoch a column
+    values = found.trials.set_index("trial").reindex(index=list(selected), columns=[metric])[metric]
     head = html.Tr([html.Th("setting"), *[html.Th(f"trial {trial}") for trial in selected]])
     rows = [html.Tr([html.Td(html.B(metric)), *[html.Td(f"{value:.4f}" if pd.notna(value) else "-")
                                                 for value in values]])]
@@ -260,12 +266,19 @@ def compare_view(source: RunSource, search_id: str, selected: Sequence[str]) -> 
 
 def best_so_far_view(source: RunSource, search_id: str, by: str):
     found = source.search(search_id, refresh=False)
-    frame = data.best_so_far(found.trials, metric=found.search.metric, mode=found.search.mode, by=by)
-    return figures.best_so_far_figure(frame, metric=found.search.metric, by=by)
+    metric = found.search.metric
+    frame = data.best_so_far(found.trials, metric=metric, mode=found.search.mode, by=by)
+    if frame.empty:
+        if data.trials_with_result(found.trials, metric).empty:
+            return figures.empty_figure(data.no_results_reason(found.trials, metric))
+        return figures.empty_figure(f"no trial with a {metric} has ended yet")  # by time: by end time
+    return figures.best_so_far_figure(frame, metric=metric, by=by)
 
 
 def metric_vs_param_view(source: RunSource, search_id: str, param: str | None, color_by: str | None):
     found = source.search(search_id, refresh=False)
+    if data.trials_with_result(found.trials, found.search.metric).empty:
+        return figures.empty_figure(data.no_results_reason(found.trials, found.search.metric))
     if not param:
         return figures.empty_figure("no parameters")
     return figures.metric_vs_param(found.trials, param, metric=found.search.metric,
@@ -276,7 +289,9 @@ def importance_view(source: RunSource, search_id: str):
     """fANOVA importance, on a seeded sample of a large search, recomputed only when the finished
     trials have grown by a tenth (it takes seconds at hundreds of trials, and a page asks on every change)."""
     found = source.search(search_id, refresh=False)
-    finished = found.trials.dropna(subset=[f"best_{found.search.metric}"])
+    finished = data.trials_with_result(found.trials, found.search.metric)
+    if finished.empty:
+        return figures.empty_figure(data.no_results_reason(found.trials, found.search.metric))
     cached = source.memo.get(("importance", search_id))
     if cached is not None and cached[0] <= len(finished) < max(cached[0] + 1, cached[0] * 1.1):
         return cached[1]

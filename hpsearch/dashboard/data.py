@@ -8,6 +8,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from hpsearch.platform.tracking.tags import TRIAL_STATUSES
+
 MAX_POINTS = 5000  # per trace: more is downsampled before it is sent to the browser
 LOG_SPAN = 100.0  # a positive parameter spanning this factor or more is shown on a log axis
 
@@ -24,6 +26,31 @@ def hashable_params(trials: pd.DataFrame) -> pd.DataFrame:
         if frame[column].map(lambda value: isinstance(value, (list, dict))).any():
             frame[column] = frame[column].map(lambda value: str(value) if isinstance(value, (list, dict)) else value)
     return frame
+
+
+def trials_with_result(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The trials with a finite `best_<metric>`, running or ended: the ones a view of results can show.
+
+    A trial that has not finished an epoch has no value (and before any has, the column is missing
+    altogether); a trial that diverged in its first epoch has NaN.
+    """
+    column = f"best_{metric}"
+    if column not in trials:
+        return trials.iloc[0:0].assign(**{column: pd.Series(dtype=float)})
+    values = pd.to_numeric(trials[column], errors="coerce").astype(float)
+    return trials[np.isfinite(values.to_numpy())]
+
+
+def no_results_reason(trials: pd.DataFrame, metric: str) -> str:
+    """Why no trial has a `best_<metric>` to show, in a few words, for an empty figure or card."""
+    if trials.empty:
+        return "no trials yet"
+    counts = trials["status"].value_counts()
+    order = [*TRIAL_STATUSES, *sorted(set(counts.index) - set(TRIAL_STATUSES))]
+    shown = ", ".join(f"{counts[status]} {status.replace('_', ' ')}" for status in order if status in counts)
+    if "running" in counts:
+        return f"no trial has reported {metric} yet ({shown})"
+    return f"no trial reported {metric} ({shown})"
 
 
 def is_log_scaled(values: pd.Series) -> bool:
@@ -47,18 +74,18 @@ def best_so_far(trials: pd.DataFrame, *, metric: str, mode: str, by: str = "tria
     Columns: trial, x (trial rank, or seconds since the search's first start), value, best,
     stopped_early.
     """
+    if by not in ("trial", "time"):
+        raise ValueError(f"by: {by!r} is not one of ['trial', 'time']")
     column = f"best_{metric}"
-    if trials.empty or column not in trials:
+    frame = trials_with_result(trials, metric)
+    if frame.empty:
         return pd.DataFrame(columns=["trial", "x", "value", "best", "stopped_early"])
-    frame = trials.dropna(subset=[column])
     if by == "time":
         ends = pd.to_datetime(frame["end_time"], utc=True)
         frame = frame.assign(x=(ends - pd.to_datetime(trials["start_time"], utc=True).min()).dt.total_seconds())
         frame = frame.dropna(subset=["x"]).sort_values("x")
-    elif by == "trial":
-        frame = frame.sort_values("trial").assign(x=lambda f: np.arange(1, len(f) + 1))
     else:
-        raise ValueError(f"by: {by!r} is not one of ['trial', 'time']")
+        frame = frame.sort_values("trial").assign(x=lambda f: np.arange(1, len(f) + 1))
     values = frame[column].astype(float)
     best = values.cummax() if mode == "max" else values.cummin()
     return pd.DataFrame({"trial": frame["trial"].to_numpy(), "x": frame["x"].to_numpy(), "value": values.to_numpy(),
@@ -87,7 +114,7 @@ def parameter_importance(trials: pd.DataFrame, *, metric: str, mode: str, seed: 
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     column = f"best_{metric}"
-    finished = trials.dropna(subset=[column])
+    finished = trials_with_result(trials, metric)
     params = [c for c in parameter_columns(finished) if finished[c].notna().all() and finished[c].nunique() > 1]
     if len(finished) < 2 or not params:
         return pd.Series(dtype=float)

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from hpsearch.dashboard.data import MAX_POINTS, downsample, is_log_scaled, parameter_columns
+from hpsearch.dashboard.data import (MAX_POINTS, downsample, is_log_scaled, no_results_reason, parameter_columns,
+                                     trials_with_result)
 
 WEBGL_ABOVE = 1000  # points in a trace beyond which it is drawn with WebGL
 MISSING_LABEL = "n/a"  # a parameter that does not exist in a trial's branch
@@ -34,10 +35,10 @@ def _scatter(n_points: int):
 def parallel_coordinates(trials: pd.DataFrame, *, metric: str, mode: str) -> go.Figure:
     """A line per trial from its parameters to its best metric; log and categorical axes labelled."""
     column = f"best_{metric}"
-    finished = trials.dropna(subset=[column]) if column in trials else trials.iloc[0:0]
-    params = [name for name in parameter_columns(finished) if finished[name].nunique(dropna=False) > 1]
+    finished = trials_with_result(trials, metric)
     if finished.empty:
-        return empty_figure("no trial has reported yet")
+        return empty_figure(no_results_reason(trials, metric))
+    params = [name for name in parameter_columns(finished) if finished[name].nunique(dropna=False) > 1]
     # The best and the worst trials always stay when a large search is thinned out.
     finished = downsample(finished.sort_values(column, ascending=mode == "min"), max_points=MAX_POINTS)
     dimensions = [_dimension(finished[name], name.removeprefix("params.")) for name in params]
@@ -79,9 +80,12 @@ def _dimension(values: pd.Series, label: str) -> dict:
 def metric_vs_param(trials: pd.DataFrame, param: str, *, metric: str, color_by: str | None = None) -> go.Figure:
     """Each trial's best metric against one parameter; log axis where the parameter spans decades."""
     column, x_column = f"best_{metric}", f"params.{param}"
-    if x_column not in trials or column not in trials:
+    finished = trials_with_result(trials, metric)
+    if finished.empty:
+        return empty_figure(no_results_reason(trials, metric))
+    if x_column not in trials:
         return empty_figure(f"no {param} values yet")
-    frame = downsample(trials.dropna(subset=[column, x_column]))
+    frame = downsample(finished.dropna(subset=[x_column]))
     if frame.empty:
         return empty_figure(f"no trial with {param} has reported yet")
     trace = _scatter(len(frame))

@@ -1,7 +1,7 @@
 """What the dashboard reads, through MLflow only, kept in memory and brought up to date cheaply.
 
 A search's trial runs come from its snapshot plus the runs that are new or changed since
-(`hpsearch.platform.index`); learning curves come from one bulk query for all selected runs,
+(`hpsearch.platform.tracking.index`); learning curves come from one bulk query for all selected runs,
 and a finished run's curve is never fetched twice. Nothing here writes to the store.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ import pandas as pd
 
 from hpsearch.dashboard.data import hashable_params
 from hpsearch.platform import query
-from hpsearch.platform.index import TrialRuns
-from hpsearch.platform.tags import resolve_uri
+from hpsearch.platform.tracking._mlflow_internals import metric_histories
+from hpsearch.platform.tracking.index import TrialRuns
+from hpsearch.platform.tracking.tags import resolve_uri
 
 CURVE_POINTS = 1000  # per trial and metric: more epochs than this are sampled by the store
 
@@ -67,7 +68,7 @@ class RunSource:
             if data is None:
                 found = query.find_search(search_id, self.tracking_uri)
                 runs = TrialRuns.load(self.client, experiment_id=found.experiment_id, parent_run_id=found.run_id)
-                trials = _trials(runs.frame, found.metric)
+                trials = _trials(runs.frame, found)
                 data = SearchData(found, runs, trials, time.monotonic())
                 data.seen_in = dict.fromkeys(trials["trial"], 1)
                 data.changed_in = dict(data.seen_in)
@@ -84,12 +85,14 @@ class RunSource:
         if not changed_runs and data.search.status == status:
             return
         data.version += 1
-        if changed_runs:
-            data.trials = _trials(data.runs.frame, data.search.metric)
-            changed = data.trials.loc[data.trials["run_id"].isin(data.runs.last_changed), "trial"]
-            for trial in changed:
-                data.seen_in.setdefault(trial, data.version)
-                data.changed_in[trial] = data.version
+        before = data.trials.set_index("trial")["status"]
+        data.trials = _trials(data.runs.frame, data.search)
+        # New or changed runs, and trials whose shown status changed with the search's (a silent driver).
+        changed = data.trials.loc[data.trials["run_id"].isin(data.runs.last_changed if changed_runs else [])
+                                  | (data.trials["status"] != data.trials["trial"].map(before)), "trial"]
+        for trial in changed:
+            data.seen_in.setdefault(trial, data.version)
+            data.changed_in[trial] = data.version
 
     def curves(self, search_id: str, trials: Sequence[str], metric: str) -> pd.DataFrame:
         """Learning curves of the given trials in long form: trial, step, value."""
@@ -121,27 +124,14 @@ class RunSource:
 
     def _metric_histories(self, run_ids: list[str], metric: str) -> dict[str, pd.DataFrame]:
         """One query for many runs where the store has one; else one request per run."""
-        store = self.client._tracking_client.store
-        if hasattr(store, "get_metric_history_bulk"):  # SQL stores
-            points = store.get_metric_history_bulk(run_ids, metric, max_results=CURVE_POINTS * len(run_ids))
-        elif hasattr(store, "get_metric_history_bulk_interval"):  # a tracking server, 100 runs a request
-            points = []
-            for start in range(0, len(run_ids), 100):
-                points += store.get_metric_history_bulk_interval(run_ids[start:start + 100], metric,
-                                                                 max_results=CURVE_POINTS, start_step=None,
-                                                                 end_step=None)
-        else:
-            points = [(run_id, point) for run_id in run_ids
-                      for point in self.client.get_metric_history(run_id, metric)]
-            return _by_run([(run_id, p.step, p.value) for run_id, p in points])
-        return _by_run([(point.run_id, point.step, point.value) for point in points])
+        return _by_run(metric_histories(self.client, run_ids, metric, max_points=CURVE_POINTS))
 
 
 _EMPTY = pd.DataFrame(columns=["step", "value"])
 
 
-def _trials(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    return hashable_params(query.trials_frame(runs, metric=metric))
+def _trials(runs: pd.DataFrame, search: query.Search) -> pd.DataFrame:
+    return hashable_params(query.with_search_status(query.trials_frame(runs, metric=search.metric), search.status))
 
 
 def _by_run(rows: list[tuple[str, int, float]]) -> dict[str, pd.DataFrame]:

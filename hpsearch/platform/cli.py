@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Sequence
 
+from hpsearch import __version__
 from hpsearch.platform import defaults
 from hpsearch.platform.errors import UsageError
 from hpsearch.platform.tracking.tags import resolve_uri
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hpsearch", description="Hyperparameter search for image classifiers on Ray Tune, tracked in MLflow.",
         epilog="Start with: hpsearch run digits-quick")
+    parser.add_argument("--version", action="version", version=f"hpsearch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
@@ -132,11 +134,11 @@ def _run(args) -> int:
 
 def _validate(args) -> int:
     spec = _load(args)
-    from hpsearch.platform.search import planned_trials
+    from hpsearch.platform.search import describe_trials
     from hpsearch.search_spaces.spec import dump_spec
 
     print(dump_spec(spec), end="")
-    print(f"# ok: {planned_trials(spec)} trials, {spec.search.algorithm} search, tracking in {resolve_uri(spec.tracking.uri)}")
+    print(f"# ok: {describe_trials(spec)}, {spec.search.algorithm} search, tracking in {resolve_uri(spec.tracking.uri)}")
     return 0
 
 

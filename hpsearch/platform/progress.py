@@ -5,7 +5,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
 from ray import tune
@@ -19,8 +19,10 @@ class LiveView(tune.Callback):
     Counts are read off Tune's trial list each time, so a resumed search shows its whole state.
     """
 
-    def __init__(self, *, metric: str, mode: str, planned: int, epochs: int) -> None:
+    def __init__(self, *, metric: str, mode: str, planned: int, epochs: int,
+                 backlog: Callable[[], tuple[int, float, str] | None] | None = None) -> None:
         self.metric, self.mode, self.planned, self.epochs = metric, mode, planned, epochs
+        self.backlog = backlog  # the tracking writer's: (writes waiting, seconds behind, error) while behind
         self._reset()
 
     def _reset(self) -> None:
@@ -68,6 +70,10 @@ class LiveView(tune.Callback):
                   if statuses.count(name)]
         if self.best:
             parts.append(f"best {self.metric} {self.best[0]:.4f} (trial {self.best[1]})")
+        behind = self.backlog() if self.backlog is not None else None
+        if behind:
+            parts.append(f"tracking {behind[1]:.0f}s behind, {behind[0]} writes waiting (store out of reach: "
+                         f"{behind[2][:80]})")
         line = " · ".join(parts)
         return f"[{time.monotonic() - self.started:6.1f}s] {line}" if prefix else line
 

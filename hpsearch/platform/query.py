@@ -8,17 +8,16 @@
 """
 from __future__ import annotations
 
-import contextlib
-import os
+import time
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
 from hpsearch._suggest import did_you_mean
 from hpsearch.platform.tracking import tags
-from hpsearch.platform.tracking.index import TrialRuns
+from hpsearch.platform.tracking.index import TrialRuns, runs_frame
 from hpsearch.platform.tracking.tags import resolve_uri
 
 
@@ -38,31 +37,31 @@ class Search:
     experiment_path: str
 
 
-@contextlib.contextmanager
-def _using(tracking_uri: str) -> Iterator[None]:
-    """mlflow.search_runs reads the global tracking URI, and setting it also sets
-    $MLFLOW_TRACKING_URI; leave both as the caller had them."""
-    import mlflow
-
-    environment = os.environ.get("MLFLOW_TRACKING_URI")
-    previous = mlflow.get_tracking_uri() if mlflow.tracking.is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)  # None unsets it again
-        if environment is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = environment
-
-
 def _search_runs(tracking_uri: str, filter_string: str, experiment_ids: list[str] | None = None) -> pd.DataFrame:
-    import mlflow
+    """Runs as a `mlflow.search_runs`-shaped DataFrame, through a client of `tracking_uri`: a reader
+    never sets MLflow's process-wide tracking URI (the dashboard serves many threads)."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
 
     _require_store(tracking_uri)
-    with _using(tracking_uri):
-        if experiment_ids is None:
-            return mlflow.search_runs(search_all_experiments=True, filter_string=filter_string, max_results=100000)
-        return mlflow.search_runs(experiment_ids=experiment_ids, filter_string=filter_string, max_results=100000)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if experiment_ids is None:
+        experiments = _paged(lambda token: client.search_experiments(view_type=ViewType.ACTIVE_ONLY, page_token=token))
+        experiment_ids = [experiment.experiment_id for experiment in experiments]
+    runs = _paged(lambda token: client.search_runs(experiment_ids, filter_string=filter_string, max_results=50_000,
+                                                   page_token=token)) if experiment_ids else []
+    return runs_frame(runs)
+
+
+def _paged(fetch) -> list:
+    """Every item of a paged MLflow search: `fetch(page_token)` returns a PagedList."""
+    items, token = [], None
+    while True:
+        page = fetch(token)
+        items += page
+        token = page.token
+        if not token:
+            return items
 
 
 def searches(tracking_uri: str | None = None) -> pd.DataFrame:
@@ -76,7 +75,7 @@ def searches(tracking_uri: str | None = None) -> pd.DataFrame:
         "search_id": runs[f"tags.{tags.SEARCH_ID}"],
         "name": runs[f"tags.{tags.SEARCH_NAME}"],
         "algorithm": runs[f"tags.{tags.ALGORITHM}"],
-        "status": runs[f"tags.{tags.STATUS}"],
+        "status": _shown_statuses(runs),
         "metric": runs[f"tags.{tags.METRIC}"],
         "mode": runs[f"tags.{tags.MODE}"],
         "best": [row.get(f"metrics.best_{row[f'tags.{tags.METRIC}']}") for _, row in runs.iterrows()],
@@ -105,16 +104,25 @@ def find_search(search: str | Search, tracking_uri: str | None = None) -> Search
 
     run = mlflow.tracking.MlflowClient(tracking_uri=uri).get_run(row["run_id"])
     run_tags = run.data.tags
+    status = tags.shown_status(run_tags.get(tags.STATUS), heartbeat=run_tags.get(tags.HEARTBEAT),
+                               started_s=run.info.start_time / 1000, now_s=time.time())
     return Search(run_id=row["run_id"], search_id=row["search_id"], name=row["name"],
                   experiment_id=row["experiment_id"], metric=run_tags[tags.METRIC], mode=run_tags[tags.MODE],
-                  status=run_tags.get(tags.STATUS, "unknown"), experiment_path=run_tags.get(tags.EXPERIMENT_PATH, ""))
+                  status=status, experiment_path=run_tags.get(tags.EXPERIMENT_PATH, ""))
 
 
 def trials(search: str | Search, tracking_uri: str | None = None) -> pd.DataFrame:
     """One row per trial: trial, status, params.*, final metrics, best_<metric>, best_epoch, duration."""
     uri = resolve_uri(tracking_uri)
     found = find_search(search, uri)
-    return trials_frame(trial_runs(found, uri).frame, metric=found.metric)
+    return with_search_status(trials_frame(trial_runs(found, uri).frame, metric=found.metric), found.status)
+
+
+def with_search_status(table: pd.DataFrame, search_status: str) -> pd.DataFrame:
+    """A trial still "running" in a search that is not (its driver went silent) is shown interrupted."""
+    if search_status != "running" and not table.empty and (table["status"] == "running").any():
+        table = table.assign(status=table["status"].where(table["status"] != "running", "interrupted"))
+    return table
 
 
 def trial_runs(found: Search, tracking_uri: str) -> TrialRuns:
@@ -200,6 +208,16 @@ def _require_store(tracking_uri: str) -> None:
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
+
+
+def _shown_statuses(runs: pd.DataFrame) -> list[str]:
+    """The searches' statuses as readers show them (tags.shown_status): a silent driver is interrupted."""
+    now = time.time()
+    heartbeats = runs.get(f"tags.{tags.HEARTBEAT}", pd.Series(index=runs.index, dtype=object))
+    starts = pd.to_datetime(runs["start_time"], utc=True)
+    return [tags.shown_status(None if pd.isna(status) else status, heartbeat=None if pd.isna(beat) else beat,
+                              started_s=None if pd.isna(start) else start.timestamp(), now_s=now)
+            for status, beat, start in zip(runs[f"tags.{tags.STATUS}"], heartbeats, starts)]
 
 
 def _duration_s(runs: pd.DataFrame) -> pd.Series:

@@ -16,7 +16,6 @@ from hpsearch.platform.errors import first_line
 from hpsearch.platform.progress import LiveView, format_config, summary_table
 from hpsearch.platform.tracking import tags
 from hpsearch.platform.tune_space import make_optuna_searcher, to_ray
-from hpsearch.search_spaces.space import grid_size
 from hpsearch.search_spaces.spec import Spec, dump_spec, validate_spec
 from hpsearch.platform.tracking.store import sqlite_location_problem
 from hpsearch.platform.tracking.tags import credentials_to_environment, redact_uri
@@ -34,10 +33,21 @@ class SearchOutcome:
     best: dict[str, Any] | None
 
 
-def planned_trials(spec: Spec) -> int:
-    if spec.search.algorithm == "optuna":
-        return spec.search.num_samples
-    return grid_size(spec.space, spec.search.algorithm) * spec.search.num_samples
+def planned_trials(spec: Spec) -> int | None:
+    """The trials a search asks for: the most it runs; None when a time budget alone decides."""
+    return spec.trial_count()
+
+
+def describe_trials(spec: Spec) -> str:
+    """`12 trials`, `up to 12 trials within 30m`, `as many trials as fit in 30m`: for the first line."""
+    from hpsearch.platform.time_budget import format_duration
+
+    planned, budget = planned_trials(spec), spec.search.time_budget
+    if budget is None:
+        return f"{planned} trials"
+    if planned is None:
+        return f"as many trials as fit in {format_duration(budget)}"
+    return f"up to {planned} trials within {format_duration(budget)}"
 
 
 def _quiet_ray_logs() -> None:
@@ -54,17 +64,30 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     _quiet_ray_logs()
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")  # set by Ray Jobs for a submitted search
+    address = ray_address(address)
     if address:
         ray.init(address=address, runtime_env={"env_vars": dict(_ray_env.WORKER_ENV)},
                  logging_level=logging.WARNING, log_to_driver=False)
     else:
-        # The workers inherit this process's environment, and the first ones start with the trial
-        # modules already imported (see _warm_workers).
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+        # A session of its own even when a Ray cluster runs on this machine (`ray start --head`):
+        # without an address, ray.init would attach to that one. The workers inherit this process's
+        # environment, and the first ones start with the trial modules already imported (_warm_workers).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  logging_level=logging.WARNING, log_to_driver=False,
                  **_warm_workers.local_init_options(_ray_env.WORKER_ENV))
         _warm_workers.started_local_session()
+
+
+def ray_address(address: str | None = None) -> str | None:
+    """The cluster a search attaches to: --address, else $RAY_ADDRESS (Ray Jobs sets it for a submitted
+    search); None for a local session of its own."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def where_it_runs(address: str | None) -> str:
+    """For the first line of output: which Ray the search runs on."""
+    address = ray_address(address)
+    return f"on the Ray cluster at {address}" if address else "on a local Ray of its own (127.0.0.1)"
 
 
 def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | None = None,
@@ -81,8 +104,9 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
     problem = sqlite_location_problem(uri)
     if problem:  # told plainly, before MLflow would say it in its own words
         raise tracking.TrackingUnavailable(f"cannot use the MLflow tracking store {redact_uri(uri)}: {problem}")
-    print(f"search {search_id}: {planned} trials, {spec.search.algorithm} search over {spec.dataset.name}, "
-          f"{spec.search.max_concurrent} at a time; tracking in {redact_uri(uri)}", flush=True)
+    print(f"search {search_id}: {describe_trials(spec)}, {spec.search.algorithm} search over {spec.dataset.name}, "
+          f"{spec.search.max_concurrent} at a time {where_it_runs(address)}; tracking in {redact_uri(uri)}",
+          flush=True)
 
     # Before Ray starts: a store that cannot be written stops the search before anything runs.
     # (Overlapping this with Ray's start-up was tried: on 2 cores the schema migration of a new
@@ -92,16 +116,17 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
         experiment_id = tracking.experiment_id_for(client, spec.tracking.experiment)
         parent_run_id = tracking.start_search_run(
             client, experiment_id=experiment_id, spec=shown, search_id=search_id,
-            experiment_path=str(storage_path / search_id), spec_yaml=dump_spec(shown), planned_trials=planned)
+            experiment_path=str(storage_path / search_id), spec_yaml=dump_spec(shown), planned_trials=planned or 0)
     except Exception as error:  # noqa: BLE001  (any failure of the store is reported the same way)
         raise tracking.TrackingUnavailable(
             f"cannot use the MLflow tracking store {redact_uri(uri)}: {first_line(error)}") from None
-    init_ray(address, num_cpus=num_cpus)
-    tuner = _build_tuner(spec, search_id=search_id, storage_path=storage_path, tracking_uri=uri,
-                         planned=planned, parent=(experiment_id, parent_run_id))
-    finished = _run_tuner(tuner)
-    return _finish(finished, spec=spec, search_id=search_id, parent_run_id=parent_run_id, tracking_uri=uri,
-                   local=address is None)
+    with tracking.Heartbeat(uri, parent_run_id):
+        init_ray(address, num_cpus=num_cpus)
+        tuner = _build_tuner(spec, search_id=search_id, storage_path=storage_path, tracking_uri=uri,
+                             planned=planned, parent=(experiment_id, parent_run_id))
+        finished = _run_tuner(tuner)
+        return _finish(finished, spec=spec, search_id=search_id, parent_run_id=parent_run_id, tracking_uri=uri,
+                       local=ray_address(address) is None)
 
 
 def resume_search(search: str, *, tracking_uri: str | None = None, address: str | None = None,
@@ -119,16 +144,17 @@ def resume_search(search: str, *, tracking_uri: str | None = None, address: str 
     if not tune.Tuner.can_restore(found.experiment_path):
         raise query.SearchNotFound(f"search {found.search_id!r} has no experiment state at "
                                    f"{found.experiment_path}; it cannot be resumed")
-    print(f"resuming search {found.search_id} from {found.experiment_path}", flush=True)
+    print(f"resuming search {found.search_id} from {found.experiment_path} {where_it_runs(address)}", flush=True)
     tracking.reopen_search_run(client, found.run_id)
-    init_ray(address, num_cpus=num_cpus)
     from hpsearch.platform.trial import make_trainable
 
-    tuner = tune.Tuner.restore(found.experiment_path, trainable=make_trainable(
-        _shared(spec), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
-        resume_unfinished=True, resume_errored=True)
-    return _finish(_run_tuner(tuner), spec=spec, search_id=found.search_id, parent_run_id=found.run_id,
-                   tracking_uri=uri, local=address is None)
+    with tracking.Heartbeat(uri, found.run_id):
+        init_ray(address, num_cpus=num_cpus)
+        tuner = tune.Tuner.restore(found.experiment_path, trainable=make_trainable(
+            _shared(spec), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
+            resume_unfinished=True, resume_errored=True)
+        return _finish(_run_tuner(tuner), spec=spec, search_id=found.search_id, parent_run_id=found.run_id,
+                       tracking_uri=uri, local=ray_address(address) is None)
 
 
 def _redacted(spec: Spec) -> Spec:
@@ -148,14 +174,16 @@ def _shared(spec: Spec) -> dict[str, Any]:
             "mode": spec.search.mode, "cpus": spec.resources.cpus}
 
 
-def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri: str, planned: int,
+def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri: str, planned: int | None,
                  parent: tuple[str, str]):
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.stopper import CombinedStopper
 
+    from hpsearch.platform.time_budget import TimeBudget
     from hpsearch.platform.trial import make_trainable
 
     search = spec.search
@@ -175,17 +203,23 @@ def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri
     tracker = tracking.TrialTracker(tracking_uri=tracking_uri, experiment=spec.tracking.experiment,
                                     search_id=search_id, metric=search.metric, epochs=spec.train.epochs,
                                     parent=parent)
-    callbacks = [tracker, LiveView(metric=search.metric, mode=search.mode, planned=planned, epochs=spec.train.epochs)]
+    # Under a time budget the live view shows the most the search may run ("?": as many as fit).
+    shown_planned = planned if planned is not None else "?"  # "?": as many as fit in the time budget
+    live_view = LiveView(metric=search.metric, mode=search.mode, planned=shown_planned, epochs=spec.train.epochs,
+                         backlog=tracker.backlog)
+    callbacks, stop = [tracker, live_view], tracking.TrackingGuard(tracker)
+    if search.time_budget is not None:
+        budget = TimeBudget(search.time_budget, enders=[tracker, live_view])
+        callbacks, stop = [budget, *callbacks], CombinedStopper(stop, budget)
     return tune.Tuner(
         make_trainable(_shared(spec), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=search.metric, mode=search.mode, search_alg=search_alg, scheduler=scheduler,
-            num_samples=search.num_samples, reuse_actors=True,
+            num_samples=search.num_samples or -1, reuse_actors=True,  # -1: until the time budget is spent
             trial_dirname_creator=lambda trial: trial.trial_id),
         run_config=RunConfig(
-            name=search_id, storage_path=str(storage_path), callbacks=callbacks, verbose=0,
-            stop=tracking.TrackingGuard(tracker),
+            name=search_id, storage_path=str(storage_path), callbacks=callbacks, verbose=0, stop=stop,
             # Trials checkpoint only when they improve, so the latest checkpoint is the best one.
             # Keeping them all means no forced experiment snapshot per checkpoint.
             checkpoint_config=CheckpointConfig(num_to_keep=None),
@@ -213,8 +247,14 @@ def _finish(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tr
               for status in ("completed", "stopped_early", "diverged", "failed")}
     metric = spec.search.metric
     # Tune stops gracefully on the first Ctrl-C (or `hpsearch stop`), and Ray 2.60 counts the trials it
-    # cut short as terminated: the trials whose runs never ended say it too.
-    if finished < planned_trials(spec) or sum(counts.values()) < planned_trials(spec):
+    # cut short as terminated: the trials whose runs never ended say it too. A spent time budget ends
+    # the trials it cut short itself (time_budget.py): fewer trials than asked for is then its end.
+    planned = planned_trials(spec)
+    if spec.search.time_budget is not None:
+        interrupted = finished < 0 or bool((table["status"] == "running").any())
+    else:
+        interrupted = finished < planned or sum(counts.values()) < planned
+    if interrupted:
         tracking.mark_interrupted(client, parent_run_id)
         tracking.write_final_snapshot(client, experiment_id=found.experiment_id, parent_run_id=parent_run_id)
         tracking.finish_search_run(client, parent_run_id, status="interrupted", best_value=None, metric=metric,

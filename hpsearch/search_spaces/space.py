@@ -19,7 +19,9 @@ ALGORITHMS = ("grid", "random", "optuna")
 BRANCH_KEY = "__branch__"  # marks the dict of a conditional branch in a Ray config
 OPTUNA_CONFIG_KEY = "__config__"
 MAX_GRID_VALUES = 10_000  # a range enumerated for a grid search may not expand beyond this
+MAX_INT_BOUND = 2**53  # int ranges stay where a float (Optuna's, numpy's) still counts every integer
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLAIN_PART = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 
 
 class SpaceError(ValueError):
@@ -88,12 +90,13 @@ def _parse_mapping(raw, path, problems, allowed, check_value, enclosing: frozens
     params = []
     level = {name for name in raw if isinstance(name, str)}
     for name, value in raw.items():
-        param_path = f"{path}.{name}"
+        param_path = f"{path}.{path_part(name)}"
         if not isinstance(name, str) or not _NAME.match(name):
-            problems.append(f"{param_path}: parameter names are identifiers (letters, digits, _), got {name!r}")
+            problems.append(f"{param_path}: parameter names are identifiers (letters, digits, _), "
+                            f"got {show_value(name)}")
             continue
         if allowed is not None and name not in allowed:
-            problems.append(f"{param_path}: unknown parameter {name!r}; known: {sorted(allowed)}"
+            problems.append(f"{param_path}: unknown parameter {show_value(name)}; known: {sorted(allowed)}"
                             f"{did_you_mean(name, list(allowed))}")
             continue
         if name in enclosing:
@@ -135,7 +138,8 @@ def _parse_values(name, kind, body, path, problems, allowed, check_value, enclos
         if not body:
             problems.append(f"{where}: empty; list at least one value")
             return None
-        branches = {value: _parse_mapping(sub, f"{where}.{value}", problems, allowed, check_value, enclosing)
+        branches = {value: _parse_mapping(sub, f"{where}.{path_part(value)}", problems, allowed, check_value,
+                                          enclosing)
                     for value, sub in body.items()}
         param = Param(name, path, kind, values=tuple(body), branches=branches)
         return _checked(param, problems, check_value)
@@ -153,29 +157,73 @@ def _parse_range(name, kind, body, step, path, problems, check_value) -> Param |
     if not (isinstance(body, list) and len(body) == 2):
         problems.append(f"{where}: expected [low, high], got {show_value(body)}")
         return None
-    numeric = int if kind == "int" else (int, float)
     low, high = body
-    bad = [v for v in (low, high, step) if v is not None and (isinstance(v, bool) or not isinstance(v, numeric))]
-    if bad:
-        wanted = "integers" if kind == "int" else "numbers"
-        problems.append(f"{where}: bounds and step must be {wanted}, got {show_value(bad[0])}")
+    problem = _range_problem(kind, low, high, step)
+    if problem:
+        problems.append(f"{where}: {problem}")
         return None
-    if not low <= high:
-        problems.append(f"{where}: low <= high must hold, got low={low}, high={high}")
-        return None
-    if kind == "loguniform" and low <= 0:
-        problems.append(f"{where}: loguniform needs low > 0, got low={low}")
-        return None
-    if step is not None and step <= 0:
-        problems.append(f"{path}.step: must be > 0, got {step}")
+    problem = _step_problem(low, high, step) if step is not None else None
+    if problem:
+        problems.append(f"{path}.step: {problem}")
         return None
     param = Param(name, path, kind, low=low, high=high, step=step)
     for bound in (low, high):
         message = check_value(name, bound) if check_value else None
         if message:
-            problems.append(f"{where}: bound {bound!r} is not allowed for {name}: {message}")
+            problems.append(f"{where}: bound {show_value(bound)} is not allowed for {name}: {message}")
             return None
     return param
+
+
+def _range_problem(kind: str, low: Any, high: Any, step: Any) -> str | None:
+    """What is wrong with a range's bounds (and the step's type), or None."""
+    numeric = int if kind == "int" else (int, float)
+    given = (low, high) if step is None else (low, high, step)  # only the step is optional
+    bad = [v for v in given if isinstance(v, bool) or not isinstance(v, numeric)]
+    if bad:
+        wanted = "integers" if kind == "int" else "numbers"
+        return f"bounds and step must be {wanted}, got {show_value(bad[0])}"
+    if kind == "int" and any(abs(v) > MAX_INT_BOUND for v in (low, high, step) if v is not None):
+        return f"int bounds and step lie within +-{MAX_INT_BOUND:,} (2**53), got [{show_value(low)}, {show_value(high)}]"
+    if not all(_finite(v) for v in (low, high)):
+        return f"bounds must be finite numbers, got low={show_value(low)}, high={show_value(high)}"
+    if not low <= high:
+        return f"low <= high must hold, got low={show_value(low)}, high={show_value(high)}"
+    if kind == "loguniform" and low <= 0:
+        return f"loguniform needs low > 0, got low={show_value(low)}"
+    return None
+
+
+def _step_problem(low, high, step) -> str | None:
+    """What is wrong with the step of a range whose bounds are fine, or None."""
+    if not _finite(step):
+        return f"must be a finite number, got {show_value(step)}"
+    if step <= 0:
+        return f"must be > 0, got {step}"
+    if low < high and step > high - low:
+        return (f"{step} is wider than the range [{low}, {high}], so no second value fits; "
+                f"a step is at most high - low ({high - low})")
+    # Ray samples multiples of step within the bounds, Optuna and grid count from low: on bounds that
+    # are multiples of step, all three take the same values.
+    off = [bound for bound in (low, high) if not _multiple(bound, step)]
+    if off:
+        return (f"{step} does not fit the range [{low}, {high}]: {off[0]} is not a multiple of it; "
+                f"the bounds must be multiples of step")
+    return None
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _multiple(value, step) -> bool:
+    if isinstance(value, int) and isinstance(step, int):
+        return value % step == 0
+    quotient = value / step
+    return math.isfinite(quotient) and math.isclose(quotient, round(quotient), rel_tol=1e-9, abs_tol=1e-9)
 
 
 def _checked(param: Param, problems: list[str], check_value) -> Param | None:
@@ -192,8 +240,16 @@ def _checked(param: Param, problems: list[str], check_value) -> Param | None:
 
 def show_value(value: Any) -> str:
     """A value as an error message quotes it: its repr, cut at 60 characters."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than Python prints
+        return f"an integer of about {int(value.bit_length() * math.log10(2))} digits"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def path_part(key: Any) -> str:
+    """A key as one part of a dotted path in a message: as written when it is a plain name, else quoted."""
+    return key if isinstance(key, str) and _PLAIN_PART.match(key) else show_value(key)
 
 
 # --------------------------------------------------------------------------- algorithms
@@ -225,7 +281,11 @@ def _enumerable(param: Param) -> bool:
 
 def range_values(param: Param) -> list[Any]:
     step = param.step or 1
-    count = math.floor((param.high - param.low) / step + 1e-9) + 1
+    if param.kind == "int":
+        count = (param.high - param.low) // step + 1
+    else:
+        span = (param.high - param.low) / step  # inf for a range wider than a float counts
+        count = math.floor(span + 1e-9) + 1 if math.isfinite(span) else MAX_GRID_VALUES + 1
     if count > MAX_GRID_VALUES:
         return [None] * (MAX_GRID_VALUES + 1)
     if param.kind == "int":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import re
 from importlib import resources
@@ -17,7 +18,9 @@ from typing import Any, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hpsearch.search_spaces.space import ALGORITHMS, SearchSpace, SpaceError, show_value, check_algorithm, parse_space
+from hpsearch.search_spaces._safe_yaml import YamlRefused, load_yaml
+from hpsearch.search_spaces.space import (ALGORITHMS, SearchSpace, SpaceError, check_algorithm, grid_size, parse_space,
+                                          path_part, show_value)
 from hpsearch.trainables import DATASETS, EPOCH_METRICS, TrainConfig
 from hpsearch._suggest import did_you_mean
 
@@ -26,18 +29,37 @@ BUILTIN_PACKAGE = "hpsearch.search_spaces"
 FIXED_ONLY = ("epochs",)
 SCHEDULERS = ("none", "asha")
 MODES = ("max", "min")
+MAX_FILE_BYTES = 1 << 20  # a spec is a few KB; reading stops past this
+MAX_TRIALS = 100_000  # per search: each trial is an MLflow run and a Tune trial held in memory
+MAX_SEED = 2**32 - 1  # numpy's RandomState, under Ray's and Optuna's samplers, takes no larger seed
+RESOURCE_UNIT = 0.0001  # Ray counts CPUs and GPUs in steps of this
+MAX_PROBLEMS = 50  # lines printed for one spec; a hostile file can have thousands
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*([smhd])\s*)+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd])")
+# Characters str.splitlines() breaks at: a problem is printed as one line, whatever the input held.
+_LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 class SpecError(ValueError):
     """A spec that cannot run; `problems` has one line per problem."""
 
     def __init__(self, problems: list[str]) -> None:
+        problems = [_one_line(problem) for problem in problems[:MAX_PROBLEMS]] + (
+            [f"spec: {len(problems) - MAX_PROBLEMS:,} more problems not shown"] if len(problems) > MAX_PROBLEMS else [])
         super().__init__("\n".join(problems))
         self.problems = problems
 
 
+def _one_line(problem: str) -> str:
+    """A problem as printed: its line breaks escaped, whatever the input held, and at most 1,000 characters."""
+    problem = _LINE_BREAKS.sub(lambda match: repr(match.group())[1:-1], problem)
+    return problem if len(problem) <= 1000 else problem[:997] + "..."
+
+
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    # NaN and infinity are never a setting: `inf` cpus or a `.nan` fraction fail later, or never end.
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False)
 
 
 class DatasetSpec(_Frozen):
@@ -54,10 +76,33 @@ class DatasetSpec(_Frozen):
             raise ValueError(DATASETS.unknown_message(name))
         return name
 
+    @field_validator("root")
+    @classmethod
+    def _a_folder(cls, root: str | None) -> str | None:
+        problem = _folder_problem(root) if root is not None else None
+        if problem:
+            raise ValueError(f"{_shown_source(root)!r} {problem}; root is the folder datasets are kept in")
+        return root
+
+
+def _folder_problem(root: str) -> str | None:
+    """Why `root` cannot be a dataset folder, or None: a folder that does not exist yet is made by a download."""
+    try:
+        path = Path(root).expanduser()
+        if not path.exists():
+            return None
+        if not path.is_dir():
+            return "is a file, not a folder"
+        if not os.access(path, os.R_OK | os.X_OK):
+            return "is a folder this user cannot read"
+    except (OSError, ValueError, RuntimeError) as error:  # a NUL byte, a name too long, ~nosuchuser
+        return f"cannot be a path ({error})"
+    return None
+
 
 def _one_of(value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        raise ValueError(f"{value!r} is not one of {list(allowed)}{did_you_mean(value, allowed)}")
+        raise ValueError(f"{show_value(value)} is not one of {list(allowed)}{did_you_mean(value, allowed)}")
     return value
 
 
@@ -76,17 +121,24 @@ class SearchSettings(_Frozen):
     algorithm: str = "random"  # grid | random | optuna
     metric: str = "val_accuracy"
     mode: str = "max"  # max | min
-    num_samples: int = Field(default=None, ge=1, validate_default=False)  # trials (default 8); grid: repeats of the grid (default 1)
+    # Trials (default 8; with a time_budget, as many as fit); grid: repeats of the grid (default 1).
+    num_samples: int | None = Field(default=None, ge=1)
+    time_budget: float | None = None  # wall-clock seconds for the whole search; written 90s, 30m, 2h or 1h30m
     max_concurrent: int = Field(default=2, ge=1)  # trials running at once
-    seed: int = Field(default=0, ge=0)  # of the sampler: same seed, same configurations
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)  # of the sampler: same seed, same configurations
     scheduler: SchedulerSpec = SchedulerSpec()
     max_failures: int = Field(default=1, ge=0)  # retries of a failed trial, from its checkpoint
 
     @model_validator(mode="after")
     def _default_samples(self) -> "SearchSettings":
-        if self.num_samples is None:
+        if self.num_samples is None and not (self.time_budget is not None and self.algorithm != "grid"):
             object.__setattr__(self, "num_samples", 1 if self.algorithm == "grid" else 8)
         return self
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
 
     @field_validator("algorithm")
     @classmethod
@@ -102,7 +154,7 @@ class SearchSettings(_Frozen):
     @classmethod
     def _known_metric(cls, metric: str) -> str:
         if metric not in EPOCH_METRICS:
-            raise ValueError(f"unknown metric {metric!r}; known: {list(EPOCH_METRICS)}"
+            raise ValueError(f"unknown metric {show_value(metric)}; known: {list(EPOCH_METRICS)}"
                              f"{did_you_mean(metric, list(EPOCH_METRICS))}")
         return metric
 
@@ -110,6 +162,50 @@ class SearchSettings(_Frozen):
 class Resources(_Frozen):
     cpus: float = Field(default=1.0, gt=0.0)  # per trial; also the trial's torch threads
     gpus: float = Field(default=0.0, ge=0.0)  # per trial; fractions share one GPU
+
+    @field_validator("cpus", "gpus")
+    @classmethod
+    def _ray_quantity(cls, value: float) -> float:
+        if 0 < value < RESOURCE_UNIT:
+            raise ValueError(f"{value!r} is less than {RESOURCE_UNIT}, the smallest share of a CPU or GPU Ray allots")
+        return value
+
+
+class SpecTrainConfig(TrainConfig):
+    """TrainConfig as a spec may set it: every number finite, seeds within what the samplers take."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_fits(cls, seed: int) -> int:
+        if seed > MAX_SEED:
+            raise ValueError(f"{seed!r} is larger than {MAX_SEED}: seeds are at most 2**32 - 1, as numpy takes them")
+        return seed
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number of seconds or a text such as 90s, 30m, 2h, 1h30m or 1d."""
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+    elif isinstance(value, str) and _DURATION.fullmatch(value):
+        seconds = sum(float(number) * DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(value))
+    elif isinstance(value, str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            pass
+    if seconds is None:
+        raise ValueError(f"{show_value(value)} is not a duration; write seconds (e.g. 5400) or a number with a unit "
+                         f"s, m, h or d (e.g. 90s, 30m, 2h, 1h30m)")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{show_value(value)} is not allowed: a time budget is a finite duration of more than "
+                         f"0 seconds (e.g. 90s, 30m, 2h)")
+    return seconds
 
 
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
@@ -124,7 +220,8 @@ class TrackingSpec(_Frozen):
     def _known_scheme(cls, uri: str | None) -> str | None:
         scheme = uri.split("://", 1)[0].split("+", 1)[0] if uri and "://" in uri else "file"
         if scheme not in TRACKING_SCHEMES:
-            raise ValueError(f"{uri!r} is not an MLflow tracking URI; its scheme is one of {list(TRACKING_SCHEMES)} "
+            raise ValueError(f"{show_value(uri)} is not an MLflow tracking URI; its scheme is one of "
+                             f"{list(TRACKING_SCHEMES)} "
                              f"(e.g. sqlite:///mlflow.db or http://127.0.0.1:5000){did_you_mean(scheme, TRACKING_SCHEMES)}")
         return uri
 
@@ -135,7 +232,7 @@ class Spec(_Frozen):
     dataset: DatasetSpec = DatasetSpec()
     search: SearchSettings = SearchSettings()
     resources: Resources = Resources()
-    train: TrainConfig = TrainConfig()
+    train: SpecTrainConfig = SpecTrainConfig()
     tracking: TrackingSpec = TrackingSpec()
     space: SearchSpace = SearchSpace()
 
@@ -147,14 +244,24 @@ class Spec(_Frozen):
         return parse_space(raw, allowed=_space_parameters(), check_value=_check_train_value)
 
     @model_validator(mode="after")
-    def _space_fits_algorithm(self) -> "Spec":
+    def _sections_agree(self) -> "Spec":
+        """What each section allows alone but the sections together cannot run."""
         problems = check_algorithm(self.space, self.search.algorithm)
         for name in FIXED_ONLY:
             problems += [f"{p.path}: {name} is fixed per search; set train.{name} instead"
                          for p in self.space.walk() if p.name == name]
+        problems += _contradictions(self)
         if problems:
             raise SpaceError(problems)
         return self
+
+    def trial_count(self) -> int | None:
+        """The trials the spec asks for; None when a time budget decides (as many as fit)."""
+        if self.search.num_samples is None:
+            return None
+        if self.search.algorithm == "optuna":
+            return self.search.num_samples
+        return grid_size(self.space, self.search.algorithm) * self.search.num_samples
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data, space included, exactly as it would be written in YAML."""
@@ -168,13 +275,46 @@ class Spec(_Frozen):
     _raw_space: Any = None
 
 
+def _contradictions(spec: Spec) -> list[str]:
+    search, problems = spec.search, []
+    scheduler, epochs = search.scheduler, spec.train.epochs
+    if scheduler.name == "asha" and scheduler.grace_period > epochs:
+        problems.append(f"search.scheduler.grace_period: {scheduler.grace_period} epochs is longer than train.epochs "
+                        f"({epochs}); ASHA runs every trial for grace_period epochs, at most train.epochs")
+    for word, mode in (("a loss", "min"), ("an accuracy", "max")):
+        if word.split()[1] in search.metric and search.mode != mode:
+            verb = "maximize" if search.mode == "max" else "minimize"
+            problems.append(f"search.mode: {search.mode!r} would {verb} {search.metric}, {word}; "
+                            f"{word} is {mode}imized: set mode: {mode}")
+    count = spec.trial_count()
+    if count is not None and count > MAX_TRIALS:
+        samples, configurations = search.num_samples, count // search.num_samples
+        if configurations == 1:
+            problems.append(f"search.num_samples: {_shown_count(count)} trials is more than the {MAX_TRIALS:,} a "
+                            f"search may run; lower it, or omit it and set search.time_budget to run as many as fit")
+        elif samples == 1:
+            problems.append(f"space: a grid of {_shown_count(count)} configurations is more than the {MAX_TRIALS:,} "
+                            f"trials a search may run; list fewer grid values, or sample them with search.algorithm "
+                            f"'random'")
+        else:
+            problems.append(f"search.num_samples: {_shown_count(samples)} x a grid of {_shown_count(configurations)} "
+                            f"configurations is {_shown_count(count)} trials, more than the {MAX_TRIALS:,} a search "
+                            f"may run; list fewer grid values, or sample them with search.algorithm 'random'")
+    return problems
+
+
+def _shown_count(count: int) -> str:
+    """1,234,567, or about 1e4000 for a number too long to print (Python refuses past 4,300 digits)."""
+    return f"{count:,}" if count < 10**15 else f"about 1e{int(count.bit_length() * math.log10(2))}"
+
+
 def _space_parameters() -> dict[str, Any]:
     return dict(TrainConfig.model_fields)
 
 
 def _check_train_value(name: str, value: Any) -> str | None:
     try:
-        TrainConfig.model_validate({name: value})
+        SpecTrainConfig.model_validate({name: value})
     except ValidationError as error:
         return "; ".join(_clean_message(e["msg"]) for e in error.errors())
     return None
@@ -207,42 +347,76 @@ def validate_spec(raw: Mapping[str, Any]) -> Spec:
 
 
 def read_raw_spec(source: str | Path) -> dict[str, Any]:
+    shown = _shown_source(source)
     path = resolve_spec_path(source)
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise SpecError([f"{source}: cannot read spec file ({error.strerror})"]) from None
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)  # /dev/zero, or a file of gigabytes, is not read to its end
+    except (OSError, ValueError) as error:
+        raise SpecError([f"{shown}: cannot read spec file ({getattr(error, 'strerror', None) or error})"]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecError([f"{shown}: larger than {MAX_FILE_BYTES:,} bytes, the most a spec file may be "
+                         f"(a spec is a few KB of YAML)"])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise SpecError([f"{source}: not a YAML file (not UTF-8 text)"]) from None
+        raise SpecError([f"{shown}: not a YAML file (not UTF-8 text)"]) from None
     if "\x00" in text:
-        raise SpecError([f"{source}: not a YAML file (binary content)"])
+        raise SpecError([f"{shown}: not a YAML file (binary content)"])
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise SpecError([f"{source}: invalid YAML{where}: {problem}"]) from None
+        raise SpecError([f"{shown}: {_yaml_problem(error)}"]) from None
     if raw is None:
-        raise SpecError([f"{source}: the spec is empty; it needs at least a name and a space"])
+        raise SpecError([f"{shown}: the spec is empty; it needs at least a name and a space"])
     if not isinstance(raw, dict):
-        raise SpecError([f"{source}: a spec is a mapping of sections (name, dataset, search, space, ...), "
+        raise SpecError([f"{shown}: a spec is a mapping of sections (name, dataset, search, space, ...), "
                          f"got a {type(raw).__name__}"])
     return raw
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """`invalid YAML at line 3, column 20: what`, or `refused at ...` for valid YAML beyond a spec's limits."""
+    where, problem = _where_and_what(error)
+    return f"{'refused' if isinstance(error, YamlRefused) else 'invalid YAML'}{' ' + where if where else ''}: {problem}"
+
+
+def _override_problem(override: str, error: yaml.YAMLError) -> str:
+    where, problem = _where_and_what(error)
+    verdict = "is refused" if isinstance(error, YamlRefused) else "is not valid YAML"
+    return f"--set {show_value(override)}: the value {verdict} ({where + ': ' if where else ''}{problem})"
+
+
+def _where_and_what(error: yaml.YAMLError) -> tuple[str, str]:
+    mark = getattr(error, "problem_mark", None)
+    where = f"at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context:  # "expected a single document in the stream at line 1, but found another document"
+        problem = f"{context}{f' at line {context_mark.line + 1}' if context_mark else ''}, {problem}"
+    return where, problem
+
+
+def _shown_source(source: str | Path) -> str:
+    text = str(source)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def resolve_spec_path(source: str | Path) -> Path:
     """A path to a YAML file, or the name of a built-in spec."""
     path = Path(source)
-    if path.exists() or path.suffix in (".yaml", ".yml") or os.sep in str(source):
-        return path
-    builtin = resources.files(BUILTIN_PACKAGE) / f"{source}.yaml"
-    if builtin.is_file():
-        return Path(str(builtin))
+    try:
+        if path.exists() or path.suffix in (".yaml", ".yml") or os.sep in str(source):
+            return path
+        builtin = resources.files(BUILTIN_PACKAGE) / f"{source}.yaml"
+        if builtin.is_file():
+            return Path(str(builtin))
+    except (OSError, ValueError) as error:  # a name too long for the file system, a NUL byte
+        raise SpecError([f"{_shown_source(source)}: cannot read spec file "
+                         f"({getattr(error, 'strerror', None) or error})"]) from None
     names = builtin_specs()
-    raise SpecError([f"{source}: no such spec file or built-in spec; built-in: {names}{did_you_mean(source, names)}"])
+    raise SpecError([f"{_shown_source(source)}: no such spec file or built-in spec; built-in: {names}"
+                     f"{did_you_mean(source, names)}"])
 
 
 def builtin_specs() -> list[str]:
@@ -254,11 +428,11 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     """`dotted.path=value`, the value read as YAML (`4`, `0.1`, `[1, 2]`, `{choice: [a, b]}`)."""
     key, sep, text = override.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise SpecError([f"--set {override!r}: expected dotted.path=value, e.g. search.num_samples=4"])
+        raise SpecError([f"--set {show_value(override)}: expected dotted.path=value, e.g. search.num_samples=4"])
     try:
-        value = yaml.safe_load(text) if text else None
-    except yaml.YAMLError:
-        raise SpecError([f"--set {override!r}: the value is not valid YAML"]) from None
+        value = load_yaml(text) if text else None
+    except yaml.YAMLError as error:
+        raise SpecError([_override_problem(override, error)]) from None
     parts = key.split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
@@ -267,7 +441,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
             child = node[part] = {}
         if not isinstance(child, dict):
             where = ".".join(parts[:depth + 1])
-            raise SpecError([f"--set {override!r}: {where} is {child!r}, not a mapping"])
+            raise SpecError([f"--set {show_value(override)}: {where} is {show_value(child)}, not a mapping"])
         node = child
     node[parts[-1]] = value
 
@@ -280,7 +454,7 @@ def _format_errors(error: ValidationError, raw: Mapping[str, Any]) -> list[str]:
             problems.extend(cause.problems)
             continue
         loc = [str(part) for part in item["loc"]]
-        path = ".".join(loc) or "spec"
+        path = ".".join(path_part(part) for part in item["loc"]) or "spec"
         if item["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1])
             known = sorted(parent.model_fields) if parent else []
@@ -289,9 +463,17 @@ def _format_errors(error: ValidationError, raw: Mapping[str, Any]) -> list[str]:
             problems.append(f"{path}: required, missing")
         else:
             shown, message = show_value(item.get("input")), _clean_message(item["msg"])
-            # A message that already quotes the value reads better without repeating it.
-            problems.append(f"{path}: {message}" if shown in message else f"{path}: {shown} is not allowed: {message}")
+            problems.append(f"{path}: {message}" if _quotes(message, item.get("input"), shown)
+                            else f"{path}: {shown} is not allowed: {message}")
     return problems
+
+
+def _quotes(message: str, value: Any, shown: str) -> bool:
+    """Whether a message already quotes the value (it reads better without repeating it); a number
+    counts only at the start: "greater than 0" does not quote a 0."""
+    if message.startswith(shown):
+        return True
+    return isinstance(value, str) and (shown in message or repr(value) in message)
 
 
 def _model_at(loc: list[str]) -> type[BaseModel] | None:
@@ -306,9 +488,12 @@ def _model_at(loc: list[str]) -> type[BaseModel] | None:
 
 
 def _clean_message(message: str) -> str:
+    """pydantic's "Input should be ..." fits after `path: ` in lower case; a validator's own message,
+    after "Value error, ", is kept as written (it may start with a value: True, None)."""
+    ours = message.startswith("Value error, ")
     message = re.sub(r"^Value error, ", "", message)
     message = re.sub(r" or instance of \w+", "", message)  # pydantic names the model class
-    return message[0].lower() + message[1:] if message else message
+    return message if ours or not message else message[0].lower() + message[1:]
 
 
 def dump_spec(spec: Spec) -> str:

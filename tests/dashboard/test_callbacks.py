@@ -10,13 +10,14 @@ from mlflow.tracking import MlflowClient
 from hpsearch.dashboard import callbacks, create_app
 from hpsearch.dashboard.source import RunSource
 from hpsearch.platform import query
+from hpsearch.platform.tracking import client_for
 from tests.conftest import run_cli
 from tests.dashboard.runs import SEARCH_ID, add_trial, finish_trial, log_epochs, make_search
 
 
 @pytest.fixture
 def handmade(tracking_uri):
-    client = MlflowClient(tracking_uri)
+    client = client_for(tracking_uri)
     parent = make_search(client)
     return client, parent
 
@@ -45,22 +46,24 @@ def test_a_tick_sends_only_new_and_changed_trials(handmade, tracking_uri):
     first = callbacks.search_view(source, SEARCH_ID, known_version=0)
     assert [row["status"] for row in sorted(first.row_data, key=lambda r: r["trial"])] == ["completed", "running"]
 
-    log_epochs(client, running, [2], seed=1)
+    log_epochs(client, running, [2, 3], seed=1)
     finish_trial(client, running)
     add_trial(client, parent, 2, epochs=1, finish=False)
     tick = callbacks.search_view(source, SEARCH_ID, known_version=first.version)
     assert tick.version > first.version and tick.row_data is None
     assert [row["trial"] for row in tick.row_transaction["add"]] == ["00002"]
     assert [(row["trial"], row["status"], row["epochs"]) for row in tick.row_transaction["update"]] == \
-        [("00001", "completed", 2)]
+        [("00001", "completed", 3)]
 
 
 def test_a_tick_with_nothing_new_sends_nothing_even_with_missing_metrics(handmade, tracking_uri):
     client, parent = handmade
     add_trial(client, parent, 0)
     failed = add_trial(client, parent, 1, epochs=0, finish=False)  # failed before its first epoch
-    client.log_metric(failed, "val_loss", float("nan"), step=1)  # and a diverged value
     finish_trial(client, failed, status="failed")
+    diverged = add_trial(client, parent, 2, epochs=0, finish=False)  # NaN losses in its first epoch
+    log_epochs(client, diverged, [1], seed=2, diverge_at=1)
+    finish_trial(client, diverged, status="diverged")
     source = RunSource(tracking_uri, max_age_s=0)
     first = callbacks.search_view(source, SEARCH_ID, known_version=0)
     for _ in range(2):
@@ -108,7 +111,7 @@ def test_comparison_highlights_the_settings_that_differ(handmade, tracking_uri):
 def test_searches_rows_count_trials_by_state(handmade, tracking_uri):
     client, parent = handmade
     add_trial(client, parent, 0)
-    finish_trial(client, add_trial(client, parent, 1, finish=False), status="stopped_early")
+    finish_trial(client, add_trial(client, parent, 1, epochs=2, finish=False), status="stopped_early")
     add_trial(client, parent, 2, finish=False)
     (row,) = callbacks.searches_rows(RunSource(tracking_uri))
     assert (row["running"], row["done"], row["stopped_early"], row["failed"]) == (1, 2, 1, 0)

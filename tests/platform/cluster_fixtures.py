@@ -100,10 +100,11 @@ def _read_json_line(process: subprocess.Popen, *, timeout: float) -> dict:
     raise TimeoutError(f"the cluster helper said nothing for {timeout} s")
 
 
-def start_cluster(*, timeout: float = 120) -> LocalCluster:
+def start_cluster(*, timeout: float = 120, dashboard_port: int | None = None) -> LocalCluster:
+    """A new cluster, its Jobs API ready; its dashboard on `dashboard_port` when given, else a free port."""
     # Unix socket paths are limited to about 100 bytes: a short folder, not pytest's tmp_path.
     temp_dir = Path(tempfile.mkdtemp(prefix="hpc-", dir="/tmp"))
-    dashboard_port = free_port()
+    dashboard_port = dashboard_port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.platform.cluster_fixtures", "--temp-dir", str(temp_dir),
          "--dashboard-port", str(dashboard_port)],
@@ -176,12 +177,12 @@ class TrackingServer:
 
 
 def start_tracking_server(folder: Path, *, backend_store_uri: str, admin_password: str | None = None,
-                          timeout: float = 120) -> TrackingServer:
-    """`hpsearch tracking-server` on 127.0.0.1 and a free port, its artifacts under `folder`; with a
-    login (`--auth`) when given the admin's password."""
+                          timeout: float = 120, port: int | None = None) -> TrackingServer:
+    """`hpsearch tracking-server` on 127.0.0.1 and `port` (default: a free one), its artifacts under
+    `folder`; with a login (`--auth`) when given the admin's password."""
     import urllib.request
 
-    port = free_port()
+    port = port or free_port()
     artifacts = folder / "mlartifacts"
     log = folder / "tracking-server.log"
     login = {"MLFLOW_AUTH_ADMIN_PASSWORD": admin_password} if admin_password else {}

@@ -67,14 +67,43 @@ def test_a_bad_spec_is_rejected_before_anything_is_submitted(overrides, field, t
 @pytest.mark.parametrize("command", [["submit", "digits-quick"], ["jobs"]])
 def test_an_unreachable_cluster_is_one_line(command, address, tmp_path):
     port = free_port()
-    done = _hpsearch(*command, "--address", address.format(port=port), cwd=tmp_path)
-    _one_error_line(done, rf"cannot reach the Ray Jobs API at http://127\.0\.0\.1:{port}")
+    done = _hpsearch(*command, "--address", address.format(port=port), "--retry-for", "0", cwd=tmp_path)
+    _one_error_line(done, rf"cannot reach the Ray Jobs API at http://127\.0\.0\.1:{port}: connection refused "
+                          rf"\(is the cluster's dashboard listening there\?\)$")
+
+
+@pytest.mark.parametrize("command", [["submit", "digits-quick"], ["jobs"], ["logs", "raysubmit_x"],
+                                     ["stop", "raysubmit_x"]])
+def test_a_cluster_that_never_comes_up_is_retried_for_a_bounded_time(command, tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    done = _hpsearch(*command, "--address", url, "--retry-for", "2", cwd=tmp_path)
+    took_s = time.monotonic() - started
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"the cluster at {url} is not ready (connection refused); retrying for up to 2 s",
+        f"error: cannot reach the Ray Jobs API at {url}: connection refused, still after 2 s of retries (is the "
+        f"cluster's dashboard listening there? --retry-for SECONDS waits longer)"]
+    assert 2 <= took_s < 60, took_s  # it waited, and not for the default 60 s
+
+
+@pytest.mark.parametrize(("command", "extra"), [(["jobs"], []), (["submit", "digits-quick"], ["--no-check"])])
+def test_retry_for_must_not_be_negative(command, extra, tmp_path):
+    done = _hpsearch(*command, *extra, "--address", "http://127.0.0.1:1", "--retry-for", "-1", cwd=tmp_path)
+    _one_error_line(done, r"^error: --retry-for: -1 is negative")
 
 
 def test_an_address_from_ray_address_is_used(tmp_path):
     port = free_port()
-    done = _hpsearch("jobs", cwd=tmp_path, RAY_ADDRESS=f"http://127.0.0.1:{port}")
+    done = _hpsearch("jobs", "--retry-for", "0", cwd=tmp_path, RAY_ADDRESS=f"http://127.0.0.1:{port}")
     _one_error_line(done, rf"cannot reach the Ray Jobs API at http://127\.0\.0\.1:{port}")
+
+
+def test_hpsearch_reports_its_version(tmp_path):
+    import hpsearch
+
+    done = _hpsearch("--version", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, f"hpsearch {hpsearch.__version__}\n"), done
 
 
 @pytest.mark.parametrize(("address", "pattern"), [("ray://127.0.0.1:10001", r"--address: 'ray://"),
@@ -175,6 +204,8 @@ def test_jobs_logs_and_stop_on_a_real_cluster(local_cluster, tmp_path):
     assert f"hpsearch stop {long_id} --address {address}" in submitted.stdout
     assert f"{address}/#/jobs/{long_id}" in submitted.stdout
     assert f"note: the search tracks to {long_store} on the cluster's head node" in submitted.stderr
+    assert "checking the cluster's hpsearch and Ray versions" in submitted.stderr
+    assert "warning" not in submitted.stderr and "not ready" not in submitted.stderr, submitted.stderr
     _wait_for_log(long_id, "search long-", address=address, cwd=tmp_path)
     _wait_for_epochs(tmp_path / "long.db", job_id=long_id, address=address, cwd=tmp_path)
 
@@ -182,6 +213,7 @@ def test_jobs_logs_and_stop_on_a_real_cluster(local_cluster, tmp_path):
     assert table.returncode == 0
     assert re.search(rf"{quick_id}\s+SUCCEEDED\s+hpsearch run quick.yaml", table.stdout), table.stdout
     assert re.search(rf"{long_id}\s+RUNNING\s+hpsearch run long.yaml", table.stdout), table.stdout
+    assert "node-versions" not in table.stdout  # the version check's job is Ray's, not a search
 
     stopped = _hpsearch("stop", long_id, "--address", address, cwd=tmp_path, timeout=180)
     assert stopped.returncode == 0 and stopped.stdout.strip() == f"job {long_id} STOPPED", stopped
@@ -196,7 +228,8 @@ def test_jobs_logs_and_stop_on_a_real_cluster(local_cluster, tmp_path):
     assert again.stdout.strip() == f"job {long_id} had already ended: STOPPED"
 
     for command in (["logs", "raysubmit_nope"], ["stop", "raysubmit_nope"], ["logs", "raysubmit_nope", "--follow"]):
-        _one_error_line(_hpsearch(*command, "--address", address, cwd=tmp_path), r"no job 'raysubmit_nope'")
+        # Not retried: a job that does not exist will not appear by waiting.
+        _one_error_line(_hpsearch(*command, "--address", address, cwd=tmp_path, timeout=30), r"no job 'raysubmit_nope'")
     before = _hpsearch("jobs", "--address", address, cwd=tmp_path).stdout
     rejected = _hpsearch("submit", str(quick), "--set", "search.algorithm=tpee", "--address", address, cwd=tmp_path)
     _one_error_line(rejected, r"search\.algorithm")

@@ -12,6 +12,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from hpsearch.platform import query
+from hpsearch.platform.tracking import tags
 from tests.conftest import HPSEARCH, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -53,7 +55,7 @@ def _wait_for_progress(uri: str, process: subprocess.Popen, timeout: float = 120
     raise AssertionError("the search made no progress")
 
 
-def test_killed_search_resumes_without_duplicates(tmp_path):
+def test_killed_search_resumes_without_duplicates(tmp_path, monkeypatch):
     spec = _write_spec(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
@@ -67,6 +69,14 @@ def test_killed_search_resumes_without_duplicates(tmp_path):
         process.wait()
     before = _trial_runs(uri)
     assert (before["tags.hpsearch.status"] == "running").any()
+    # Its driver died without a trace: once it has been silent for SILENT_AFTER_S (1 s here, 180 s
+    # for real), readers show the search and its unfinished trials as interrupted, not running.
+    assert query.searches(uri).iloc[0]["status"] == "running"
+    monkeypatch.setattr(tags, "SILENT_AFTER_S", 1.0)
+    time.sleep(1.5)
+    assert query.searches(uri).iloc[0]["status"] == "interrupted"
+    shown = query.trials("resumable", uri)
+    assert "running" not in set(shown["status"]) and "interrupted" in set(shown["status"])
 
     resumed = run_cli("resume", "resumable", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri}, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -85,3 +95,4 @@ def test_killed_search_resumes_without_duplicates(tmp_path):
             assert steps == list(range(1, EPOCHS + 1)), (run_id, metric, steps)
     parents = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hpsearch.role` = 'search'")
     assert len(parents) == 1 and parents.iloc[0]["tags.hpsearch.status"] == "completed"
+    assert query.searches(uri).iloc[0]["status"] == "completed"

@@ -531,6 +531,274 @@ BAD_SPECS = [
         r"^space\.lr: loguniform cannot be enumerated by search\.algorithm 'grid'; list the values with grid",
         id="loguniform-under-grid",
     ),
+    # Bounds, steps and numbers that cannot run, and settings that contradict each other.
+    pytest.param(
+        """\
+        name: bad
+        space:
+          lr: {loguniform: [0.001, .inf]}
+        """,
+        r"^space\.lr\.loguniform: bounds must be finite numbers, got low=0\.001, high=inf$",
+        id="inf-bound",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        space:
+          dropout: {uniform: [.nan, 0.5]}
+        """,
+        r"^space\.dropout\.uniform: bounds must be finite numbers, got low=nan, high=0\.5$",
+        id="nan-bound",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        space:
+          depth: {int: [-.inf, 3]}
+        """,
+        r"^space\.depth\.int: bounds and step must be integers, got -inf$",
+        id="minus-inf-int-bound",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        space:
+          seed: {int: [0, 100000000000000000000]}
+        """,
+        r"^space\.seed\.int: int bounds and step lie within \+-9,007,199,254,740,992 \(2\*\*53\)",
+        id="int-bound-beyond-2-53",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        space:
+          dropout: {uniform: [0.0, 0.5], step: .nan}
+        """,
+        r"^space\.dropout\.step: must be a finite number, got nan$",
+        id="nan-step",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        space:
+          depth: {int: [1, 4], step: 0}
+        """,
+        r"^space\.depth\.step: must be > 0, got 0$",
+        id="zero-step",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        space:
+          depth: {int: [1, 3], step: 5}
+        """,
+        r"^space\.depth\.step: 5 is wider than the range \[1, 3\], so no second value fits; a step is at most high - low \(2\)$",
+        id="int-step-wider-than-range",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        space:
+          weight_decay: {uniform: [0, 1], step: 2}
+        """,
+        r"^space\.weight_decay\.step: 2 is wider than the range \[0, 1\], so no second value fits",
+        id="uniform-step-wider-than-range",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        space:
+          channels: {int: [1, 10], step: 3}
+        """,
+        r"^space\.channels\.step: 3 does not fit the range \[1, 10\]: 1 is not a multiple of it; the bounds must be multiples of step$",
+        id="bounds-not-multiples-of-step",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        space:
+          dropout: {uniform: [0.05, 0.5], step: 0.1}
+        """,
+        r"^space\.dropout\.step: 0\.1 does not fit the range \[0\.05, 0\.5\]: 0\.05 is not a multiple of it",
+        id="float-bounds-not-multiples-of-step",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        space:
+          lr: .nan
+        """,
+        r"^space\.lr: nan is not allowed for lr: input should be a finite number$",
+        id="nan-constant",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        space:
+          grad_clip: {choice: [1.0, .inf]}
+        """,
+        r"^space\.grad_clip\.choice: inf is not allowed for grad_clip: input should be a finite number$",
+        id="inf-choice-value",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        train: {grad_clip: .inf}
+        """,
+        r"^train\.grad_clip: inf is not allowed: input should be a finite number$",
+        id="inf-in-train",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        dataset: {val_fraction: .nan}
+        """,
+        r"^dataset\.val_fraction: nan is not allowed: input should be a finite number$",
+        id="nan-fraction",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        resources: {cpus: .inf}
+        """,
+        r"^resources\.cpus: inf is not allowed: input should be a finite number$",
+        id="inf-cpus",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        resources: {cpus: 0}
+        """,
+        r"^resources\.cpus: 0 is not allowed: input should be greater than 0$",
+        id="zero-cpus",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        resources: {cpus: 0.00001}
+        """,
+        r"^resources\.cpus: 1e-05 is less than 0\.0001, the smallest share of a CPU or GPU Ray allots$",
+        id="cpus-below-ray-unit",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        resources: {gpus: 0.00001}
+        """,
+        r"^resources\.gpus: 1e-05 is less than 0\.0001",
+        id="gpus-below-ray-unit",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        search: {seed: 4294967296}
+        """,
+        r"^search\.seed: 4294967296 is not allowed: input should be less than or equal to 4294967295$",
+        id="search-seed-beyond-numpy",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        train: {seed: 4294967296}
+        """,
+        r"^train\.seed: 4294967296 is larger than 4294967295: seeds are at most 2\*\*32 - 1, as numpy takes them$",
+        id="train-seed-beyond-numpy",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        search:
+          scheduler: {name: asha, grace_period: 5}
+        train: {epochs: 3}
+        """,
+        r"^search\.scheduler\.grace_period: 5 epochs is longer than train\.epochs \(3\); ASHA runs every trial for grace_period epochs, at most train\.epochs$",
+        id="grace-period-longer-than-epochs",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        search: {metric: val_loss, mode: max}
+        """,
+        r"^search\.mode: 'max' would maximize val_loss, a loss; a loss is minimized: set mode: min$",
+        id="loss-maximized",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        search: {metric: train_accuracy, mode: min}
+        """,
+        r"^search\.mode: 'min' would minimize train_accuracy, an accuracy; an accuracy is maximized: set mode: max$",
+        id="accuracy-minimized",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        search: {num_samples: 200000}
+        """,
+        r"^search\.num_samples: 200,000 trials is more than the 100,000 a search may run; lower it, or omit it and set search\.time_budget to run as many as fit$",
+        id="too-many-trials",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        search: {algorithm: grid, num_samples: 20}
+        space:
+          seed: {int: [0, 9999]}
+        """,
+        r"^search\.num_samples: 20 x a grid of 10,000 configurations is 200,000 trials, more than the 100,000 a search may run",
+        id="grid-times-samples-too-many-trials",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        search: {algorithm: grid}
+        space:
+          seed: {int: [0, 9999]}
+          channels: {int: [1, 1024]}
+        """,
+        r"^space: a grid of 10,240,000 configurations is more than the 100,000 trials a search may run; list fewer grid values, or sample them with search\.algorithm 'random'$",
+        id="grid-too-many-trials",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        search: {time_budget: 2 hours}
+        """,
+        r"^search\.time_budget: '2 hours' is not a duration; write seconds \(e\.g\. 5400\) or a number with a unit",
+        id="time-budget-not-a-duration",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        search: {time_budget: -1h}
+        """,
+        r"^search\.time_budget: '-1h' is not a duration",
+        id="time-budget-negative",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        dataset: {root: ~nosuchuser-hpsearch/data}
+        """,
+        r"^dataset\.root: '~nosuchuser-hpsearch/data' cannot be a path \(.*\); root is the folder datasets are kept in$",
+        id="dataset-root-unknown-user",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        search: {1: 2}
+        """,
+        r"^search\.1: 1 is not allowed: keys should be strings$",
+        id="key-not-a-string",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        space: {"a\\nb": 1}
+        """,
+        r"^space\.'a\\nb': parameter names are identifiers \(letters, digits, _\), got 'a\\nb'$",
+        id="parameter-name-with-a-line-break",
+    ),
 ]
 
 
@@ -544,6 +812,42 @@ def test_bad_spec_names_path_value_and_what_is_allowed(tmp_path: Path, text: str
     assert len(excinfo.value.problems) == 1, excinfo.value.problems
 
 
+def test_dataset_root_that_is_a_file(tmp_path: Path) -> None:
+    data_file = tmp_path / "mnist.tar"
+    data_file.write_bytes(b"not a folder")
+    spec_path = _write_spec(tmp_path, f"name: bad\ndataset: {{name: mnist, root: '{data_file}'}}\n")
+
+    with pytest.raises(SpecError, match=rf"^dataset\.root: '{re.escape(str(data_file))}' is a file, not a folder; "
+                                        r"root is the folder datasets are kept in$") as excinfo:
+        load_spec(spec_path)
+
+    assert len(excinfo.value.problems) == 1, excinfo.value.problems
+
+
+def test_a_problem_is_one_line_of_bounded_length_whatever_the_input(tmp_path: Path) -> None:
+    spec_path = _write_spec(tmp_path, "name: bad\ndataset: {name: " + "x" * 5000 + "}\n")
+
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(spec_path)
+
+    (problem,) = excinfo.value.problems
+    assert problem.startswith("dataset.name: unknown dataset 'xxx") and problem.endswith("...")
+    assert len(problem) == 1000
+    # Whatever a message quoted, each problem prints as one line.
+    assert SpecError(["a\nb", "c\u2028d\re"]).problems == ["a\\nb", "c\\u2028d\\re"]
+
+
+def test_thousands_of_problems_print_as_fifty_lines_and_a_count(tmp_path: Path) -> None:
+    spec_path = _write_spec(tmp_path, "name: bad\nspace:\n" + "".join(f"  p{i}: 1\n" for i in range(3000)))
+
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(spec_path)
+
+    problems = excinfo.value.problems
+    assert len(problems) == 51 and problems[0].startswith("space.p0: unknown parameter 'p0'")
+    assert problems[-1] == "spec: 2,950 more problems not shown"
+
+
 # --------------------------------------------------------------------------- the file itself
 
 BAD_FILES = [
@@ -551,7 +855,7 @@ BAD_FILES = [
     pytest.param(b"", r"^{file}: the spec is empty; it needs at least a name and a space", id="empty-file"),
     pytest.param(b"# only a comment\n\n", r"^{file}: the spec is empty", id="only-comments"),
     pytest.param(b"name: bad\nsearch:\n  algorithm: random: grid\n",
-                 r"^{file}: invalid YAML at line 3, column 20: mapping values are not allowed here",
+                 r"^{file}: invalid YAML at line 3, column 20: mapping values are not allowed",
                  id="invalid-yaml-with-line"),
     pytest.param(b"name: bad\nsearch:\n\talgorithm: random\n",
                  r"^{file}: invalid YAML at line 3, column 1: .*'\\t'", id="invalid-yaml-tab-indent"),
@@ -686,6 +990,17 @@ def _files_under(directory: Path) -> list[str]:
 
 CLI_BAD_SPECS = [
     pytest.param("name: bad\nsearch: {algorithm: tpee}\n", [], 1, id="cli-unknown-algorithm"),
+    pytest.param("name: bad\nspace: " + "[" * 5000 + "]" * 5000 + "\n", [], 1, id="cli-deep-nesting"),
+    pytest.param("name: bad\na: &a [x, x, x, x, x, x, x, x, x, x]\n"
+                 + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi")),
+                 [], 1, id="cli-alias-bomb"),
+    pytest.param("name: bad\nsearch: {seed: 1}\nsearch: {seed: 2}\n", [], 1, id="cli-duplicate-key"),
+    pytest.param("name: bad\nsearch: {metric: val_loss, mode: max, scheduler: {name: asha, grace_period: 9}}\n"
+                 "train: {epochs: 3}\n", [], 2, id="cli-contradictions"),
+    pytest.param("name: bad\nspace: {depth: {int: [1, 3], step: 5}, lr: {loguniform: [0.001, .inf]}}\n", [], 2,
+                 id="cli-unfit-step-and-inf-bound"),
+    pytest.param("name: good\n", ["--set", "search.time_budget=2 hours"], 1, id="cli-bad-time-budget"),
+    pytest.param("name: good\n", ["--set", "space.lr=" + "[" * 100], 1, id="cli-override-too-deep"),
     pytest.param(MANY_PROBLEMS, [], 6, id="cli-many-problems"),
     pytest.param(b"\x00\x01binary", [], 1, id="cli-binary-file"),
     pytest.param("name: good\n", ["--set", "nodot"], 1, id="cli-bad-override"),
@@ -729,3 +1044,21 @@ def test_cli_validate_good_builtin_spec_writes_nothing(tmp_path: Path, capsys, m
     assert "# ok: 10 trials, random search" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert _files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("content", [
+    pytest.param("name: bad\nspace: " + "[" * 5000 + "]" * 5000 + "\n", id="deep-nesting"),
+    pytest.param("name: bad\nsearch: {num_samples: 200000}\n", id="too-many-trials"),
+])
+def test_cli_run_with_a_bad_spec_starts_and_writes_nothing(tmp_path: Path, content: str, capsys, monkeypatch) -> None:
+    from hpsearch.platform.cli import main
+
+    (tmp_path / "spec.yaml").write_text(content)
+    monkeypatch.chdir(tmp_path)
+
+    status = main(["run", "spec.yaml"])
+
+    out, err = capsys.readouterr()
+    assert status == 2 and out == "" and err.startswith("error: spec.yaml: refused" if "[" in content
+                                                       else "error: search.num_samples: 200,000 trials")
+    assert _files_under(tmp_path) == ["spec.yaml"]  # no mlflow.db, no hpsearch_results

@@ -43,6 +43,40 @@ def test_an_existing_store_or_another_backend_is_left_alone(tmp_path):
     existing.write_bytes(b"")
     assert not store.prepare_sqlite_store(f"sqlite:///{existing}")
     assert existing.read_bytes() == b""
-    assert not store.prepare_sqlite_store(f"sqlite:///{tmp_path / 'no-such-folder' / 'm.db'}")
     assert not store.prepare_sqlite_store("http://127.0.0.1:5000")
     assert not (tmp_path / "cache").exists()  # no template made for nothing
+
+
+def test_a_store_in_missing_folders_is_made_from_the_template_too(tmp_path):
+    # Not left to MLflow: its own creation of a store fails when two processes run it at once.
+    target = tmp_path / "new" / "folders" / "m.db"
+    assert store.prepare_sqlite_store(f"sqlite:///{target}")
+    assert MlflowClient(f"sqlite:///{target}").get_experiment("0").name == "Default"
+
+
+def test_a_store_that_appeared_meanwhile_is_never_replaced(tmp_path, monkeypatch):
+    """Another process made the store while this one copied the template, and may be writing to it:
+    the copy is dropped, with or without hard links on the file system."""
+    target = tmp_path / "mlflow.db"
+    assert store.prepare_sqlite_store(f"sqlite:///{target}")
+    MlflowClient(f"sqlite:///{target}").create_experiment("theirs")
+    for links in (True, False):
+        if not links:
+            monkeypatch.setattr(store.os, "link", _no_hard_links)
+        partial = tmp_path / ".mlflow.db.partial"
+        partial.write_bytes(store._template().read_bytes())
+        assert not store._publish(partial, target)
+        with sqlite3.connect(target) as connection:  # the file, not MLflow's cached connection to it
+            assert ("theirs",) in connection.execute("SELECT name FROM experiments").fetchall()
+
+
+def test_without_hard_links_a_store_is_still_made_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(store.os, "link", _no_hard_links)
+    target = tmp_path / "mlflow.db"
+    assert store.prepare_sqlite_store(f"sqlite:///{target}")
+    assert _tables(target) == _tables(store._template())
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".mlflow.db.lock", "cache", "mlflow.db"]
+
+
+def _no_hard_links(source, target):
+    raise PermissionError(1, "Operation not permitted", str(target))

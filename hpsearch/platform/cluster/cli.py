@@ -1,21 +1,25 @@
-"""`hpsearch submit`, `jobs`, `logs`, `stop` and `tracking-server`: searches on a Ray cluster."""
+"""`hpsearch submit`, `jobs`, `logs`, `stop`, `node-versions` and `tracking-server`: searches on a Ray cluster."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
 
 from hpsearch.platform import defaults
+from hpsearch.platform.cluster.retry import DEFAULT_RETRY_FOR_S
 from hpsearch.platform.errors import UsageError
 
 ADDRESS_HELP = "the Ray head node's dashboard, e.g. http://HEAD:8265 (default: $RAY_ADDRESS)"
+RETRY_HELP = (f"while the cluster is not ready (starting, no job agent yet, 502/503/504), retry for up to this "
+              f"many seconds (default: {DEFAULT_RETRY_FOR_S:g}; 0: no retries)")
 
 
 def add_commands(command) -> None:
     """Add the cluster commands through cli.build_parser's `command(name, handler, help)`."""
-    submit = command("submit", _submit, "Run a search on a Ray cluster, as a Ray job.")
+    submit = command("submit", _cluster_command(_submit), "Run a search on a Ray cluster, as a Ray job.")
     submit.add_argument("spec", help="a YAML spec file (sent with its folder), or a built-in spec name")
-    submit.add_argument("--address", help=ADDRESS_HELP)
+    _cluster_arguments(submit)
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                         help="override a spec field, e.g. --set search.num_samples=4 (repeatable)")
     submit.add_argument("--tracking-uri", help="MLflow tracking URI the cluster can reach, e.g. http://HOST:5000 "
@@ -25,18 +29,27 @@ def add_commands(command) -> None:
     submit.add_argument("--wait", action="store_true",
                         help="follow the job's log until it ends; exit 0 if it succeeded, 1 if it failed, "
                              "130 if it was stopped")
+    submit.add_argument("--no-check", dest="check", action="store_false",
+                        help="skip the short job that first checks every node has this machine's hpsearch and Ray")
 
-    jobs = command("jobs", _jobs, "List the jobs of a Ray cluster.")
-    jobs.add_argument("--address", help=ADDRESS_HELP)
+    jobs = command("jobs", _cluster_command(_jobs), "List the jobs of a Ray cluster.")
+    _cluster_arguments(jobs)
 
-    logs = command("logs", _logs, "Print a Ray job's log.")
+    logs = command("logs", _cluster_command(_logs), "Print a Ray job's log.")
     logs.add_argument("job", help="the job's id, as `hpsearch submit` printed it")
-    logs.add_argument("--address", help=ADDRESS_HELP)
+    _cluster_arguments(logs)
     logs.add_argument("--follow", action="store_true", help="keep printing until the job ends")
 
-    stop = command("stop", _stop, "Stop a Ray job; its trials end and its MLflow runs are closed.")
+    stop = command("stop", _cluster_command(_stop), "Stop a Ray job; its trials end and its MLflow runs are closed.")
     stop.add_argument("job", help="the job's id, as `hpsearch submit` printed it")
-    stop.add_argument("--address", help=ADDRESS_HELP)
+    _cluster_arguments(stop)
+
+    versions = command("node-versions", _node_versions,
+                       "Print each node's hpsearch, Ray and Python versions; run it on a node of the cluster "
+                       "(`hpsearch submit` runs it there as a short job).")
+    versions.add_argument("--address", help="the cluster's GCS address, HEAD:6379 (default: $RAY_ADDRESS, which "
+                                            "Ray Jobs sets, else the cluster this node belongs to)")
+    versions.add_argument("--json", action="store_true", help="one JSON line, as `hpsearch submit` reads it")
 
     server = command("tracking-server", _tracking_server,
                      "Run an MLflow tracking server that the nodes of a cluster track to, artifacts included.")
@@ -60,6 +73,29 @@ def add_commands(command) -> None:
     server.add_argument("--workers", type=int, help="server processes (default: MLflow's, 4)")
 
 
+def _cluster_arguments(parser) -> None:
+    parser.add_argument("--address", help=ADDRESS_HELP)
+    parser.add_argument("--retry-for", type=float, default=DEFAULT_RETRY_FOR_S, metavar="SECONDS", help=RETRY_HELP)
+
+
+def _cluster_command(handler):
+    """A cluster that cannot be reached, has no such job or runs other versions: one line each, exit status 2."""
+    @functools.wraps(handler)
+    def run(args) -> int:
+        from hpsearch.platform.cluster import jobs
+        from hpsearch.platform.cluster.retry import ClusterUnavailable
+        from hpsearch.platform.cluster.versions import ClusterMismatch
+
+        try:
+            return handler(args)
+        except (ClusterUnavailable, jobs.JobNotFound) as error:
+            raise UsageError([str(error)]) from None
+        except ClusterMismatch as error:
+            raise UsageError(error.problems) from None
+
+    return run
+
+
 def _address(args) -> str | None:
     return args.address or os.environ.get("RAY_ADDRESS") or None
 
@@ -69,32 +105,31 @@ def _missing_address() -> str:
             "or set RAY_ADDRESS")
 
 
-def _client(address: str | None):
+def _retry_problems(args) -> list[str]:
+    if args.retry_for < 0:
+        return [f"--retry-for: {args.retry_for:g} is negative; seconds to retry for, 0 for no retries"]
+    return []
+
+
+def _client(args):
     from hpsearch.platform.cluster import jobs
 
-    if address is None:
-        raise UsageError([_missing_address()])
+    address = _address(args)
+    problems = ([] if address else [_missing_address()]) + _retry_problems(args)
+    if problems:
+        raise UsageError(problems)
     try:
-        return jobs.connect(address)
-    except (ValueError, jobs.ClusterUnavailable) as error:
-        raise UsageError([str(error)]) from None
-
-
-def _found(function, *args, **kwargs):
-    from hpsearch.platform.cluster import jobs
-
-    try:
-        return function(*args, **kwargs)
-    except jobs.JobNotFound as error:
+        return jobs.connect(address, retry_for_s=args.retry_for)
+    except ValueError as error:
         raise UsageError([str(error)]) from None
 
 
 def _submit(args) -> int:
-    from hpsearch.platform.cluster import jobs
+    from hpsearch.platform.cluster import jobs, versions
     from hpsearch.search_spaces.spec import SpecError
 
     address = _address(args)
-    problems = [] if address else [_missing_address()]
+    problems = ([] if address else [_missing_address()]) + _retry_problems(args)
     try:
         submission = jobs.prepare_submission(args.spec, overrides=args.overrides, tracking_uri=args.tracking_uri,
                                              storage=args.storage)
@@ -102,7 +137,11 @@ def _submit(args) -> int:
         problems += error.problems
     if problems:  # nothing is submitted
         raise UsageError(problems)
-    client = _client(address)
+    client = _client(args)
+    if args.check:
+        print("checking the cluster's hpsearch and Ray versions (--no-check skips it)", file=sys.stderr, flush=True)
+        for warning in versions.check(client, url=jobs.dashboard_url(address)):
+            print(warning, file=sys.stderr)
     for note in submission.notes:
         print(note, file=sys.stderr)
     job_id = jobs.submit(client, submission)
@@ -116,7 +155,7 @@ def _follow(client, job_id: str, address: str) -> int:
     from hpsearch.platform.cluster import jobs
 
     try:
-        status = _found(jobs.follow, client, job_id)
+        status = jobs.follow(client, job_id)
     except KeyboardInterrupt:
         print(f"\nstopped following job {job_id}; it goes on. Stop it with: "
               f"hpsearch stop {job_id} --address {jobs.dashboard_url(address)}", file=sys.stderr)
@@ -128,18 +167,17 @@ def _follow(client, job_id: str, address: str) -> int:
 def _jobs(args) -> int:
     from hpsearch.platform.cluster import jobs
 
-    print(jobs.job_table(_client(_address(args))))
+    print(jobs.job_table(_client(args)))
     return 0
 
 
 def _logs(args) -> int:
     from hpsearch.platform.cluster import jobs
 
-    address = _address(args)
-    client = _client(address)
+    client = _client(args)
     if args.follow:
-        return _follow(client, args.job, address)
-    _found(jobs.job_info, client, args.job)
+        return _follow(client, args.job, _address(args))
+    jobs.job_info(client, args.job)
     print(client.get_job_logs(args.job), end="", flush=True)
     return 0
 
@@ -147,13 +185,23 @@ def _logs(args) -> int:
 def _stop(args) -> int:
     from hpsearch.platform.cluster import jobs
 
-    client = _client(_address(args))
-    was_running, status = _found(jobs.stop, client, args.job)
+    client = _client(args)
+    was_running, status = jobs.stop(client, args.job)
     if was_running:
         print(f"job {args.job} {status}" if status in jobs.TERMINAL
               else f"job {args.job}: stop requested, still {status}")
     else:
         print(f"job {args.job} had already ended: {status}")
+    return 0
+
+
+def _node_versions(args) -> int:
+    import json
+
+    from hpsearch.platform.cluster import versions
+
+    rows = versions.node_versions(address=args.address)
+    print(f"{versions.JSON_MARK}{json.dumps(rows)}" if args.json else versions.node_table(rows), flush=True)
     return 0
 
 

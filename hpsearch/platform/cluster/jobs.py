@@ -17,7 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from hpsearch.platform.errors import first_line
+from hpsearch.platform.cluster.retry import DEFAULT_RETRY_FOR_S, Patience, RetryingClient
+from hpsearch.platform.cluster.versions import PROBE_METADATA
 from hpsearch.platform.tracking.tags import CREDENTIAL_VARIABLES, DEFAULT_TRACKING_URI, redact_uri, split_credentials
 
 # `hpsearch submit --wait` and `hpsearch logs --follow` end with the job's outcome.
@@ -30,10 +31,6 @@ if TYPE_CHECKING:
 # can be resumed; Ray's default, SIGTERM, would end the driver before it closes its MLflow runs.
 STOP_SETTINGS = {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "60"}
 LOCAL_SCHEMES = ("sqlite", "file", "")  # stores on the disk of whichever machine runs the driver
-
-
-class ClusterUnavailable(ConnectionError):
-    """The Ray Jobs API could not be reached at the given address."""
 
 
 class JobNotFound(LookupError):
@@ -112,22 +109,9 @@ def _notes(clean_uri: str | None, login: dict[str, str]) -> tuple[str, ...]:
     return tuple(notes)
 
 
-def connect(address: str):
-    """A Jobs API client for the cluster whose dashboard is at `address`."""
-    from ray.exceptions import AuthenticationError
-    from ray.job_submission import JobSubmissionClient
-
-    url = dashboard_url(address)
-    try:
-        return JobSubmissionClient(url)
-    except AuthenticationError:
-        raise ClusterUnavailable(
-            f"the Ray cluster at {url} requires its token: export RAY_AUTH_MODE=token, with the head node's "
-            f"token in ~/.ray/auth_token or $RAY_AUTH_TOKEN (`ray get-auth-token` prints it on the head node)"
-        ) from None
-    except (ConnectionError, OSError, RuntimeError) as error:
-        raise ClusterUnavailable(f"cannot reach the Ray Jobs API at {url}: {first_line(error)} "
-                                 f"(is the cluster's dashboard listening there?)") from None
+def connect(address: str, *, retry_for_s: float = DEFAULT_RETRY_FOR_S) -> RetryingClient:
+    """A Jobs API client for the cluster whose dashboard is at `address`, patient with one that is starting."""
+    return RetryingClient(Patience(dashboard_url(address), retry_for_s=retry_for_s))
 
 
 def submit(client, submission: Submission) -> str:
@@ -188,8 +172,9 @@ def stop(client, job_id: str, *, timeout_s: float = 60.0) -> tuple[bool, str]:
 
 
 def job_table(client) -> str:
-    """One line per job, oldest first: id, status, entrypoint (shortened), start and end."""
-    jobs = sorted(client.list_jobs(), key=lambda job: job.start_time or 0)
+    """One line per job, oldest first: id, status, entrypoint (shortened), start and end; without the
+    version checks `hpsearch submit` runs first."""
+    jobs = sorted((job for job in client.list_jobs() if not _is_probe(job)), key=lambda job: job.start_time or 0)
     rows = [("id", "status", "entrypoint", "start", "end")]
     for job in jobs:
         rows.append((job.submission_id or job.job_id or "?", _status(job), _short(job.entrypoint or "", 60),
@@ -208,6 +193,11 @@ def describe_submission(job_id: str, *, address: str, submission: Submission) ->
               f"  follow it:     hpsearch logs {job_id} --follow --address {url}",
               f"  stop it:       hpsearch stop {job_id} --address {url}"]
     return lines
+
+
+def _is_probe(job) -> bool:
+    metadata = job.metadata or {}
+    return all(metadata.get(key) == value for key, value in PROBE_METADATA.items())
 
 
 def _status(job) -> str:

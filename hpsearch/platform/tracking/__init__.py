@@ -15,7 +15,7 @@ import importlib
 # list`) that must not pay for Ray and MLflow; the writing side is loaded on first use of its names.
 _HOMES = {
     "artifacts": ("log_checkpoint", "log_lr_find", "log_test_evaluation"),
-    "runs": ("TrackingUnavailable", "client_for", "experiment_id_for", "find_search_run", "finish_search_run",
+    "runs": ("Heartbeat", "TrackingUnavailable", "client_for", "experiment_id_for", "find_search_run", "finish_search_run",
              "git_commit", "mark_interrupted", "reopen_search_run", "start_search_run", "write_final_snapshot"),
     "tags": ("CHECKPOINT_ARTIFACT", "SPEC_ARTIFACT"),
     "writer": ("TrackingGuard", "TrialTracker", "divergence_reason", "is_transient", "node_label"),
@@ -30,7 +30,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "CHECKPOINT_ARTIFACT", "SPEC_ARTIFACT", "TrackingGuard", "TrackingUnavailable", "TrialTracker", "client_for",
+    "Heartbeat", "CHECKPOINT_ARTIFACT", "SPEC_ARTIFACT", "TrackingGuard", "TrackingUnavailable", "TrialTracker", "client_for",
     "divergence_reason", "experiment_id_for", "find_search_run", "finish_search_run", "git_commit", "is_transient",
     "log_checkpoint", "log_lr_find", "log_test_evaluation", "mark_interrupted", "node_label", "reopen_search_run",
     "start_search_run", "write_final_snapshot",

@@ -1,15 +1,17 @@
 """A search's parent run and its lifecycle: created, reopened for a resume, finished, and found again."""
 from __future__ import annotations
 
+import logging
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from hpsearch import __version__
 from hpsearch.platform.tracking.index import TrialRuns, write_index
-from hpsearch.platform.tracking.tags import (ALGORITHM, EXPERIMENT_PATH, METRIC, MODE, PARENT, PLANNED_TRIALS, ROLE,
-                                             SEARCH_ID, SEARCH_NAME, SPEC_ARTIFACT, STATUS)
+from hpsearch.platform.tracking.tags import (ALGORITHM, EXPERIMENT_PATH, HEARTBEAT, HEARTBEAT_EVERY_S, METRIC, MODE,
+                                             PARENT, PLANNED_TRIALS, ROLE, SEARCH_ID, SEARCH_NAME, SPEC_ARTIFACT, STATUS)
 
 
 class TrackingUnavailable(RuntimeError):
@@ -27,8 +29,27 @@ def client_for(tracking_uri: str):
 
 
 def experiment_id_for(client, name: str) -> str:
+    """The id of the experiment `name`, created if it does not exist yet.
+
+    Searches started at the same moment all find it missing and all create it: the store keeps one
+    (its unique name refuses the others, as RESOURCE_ALREADY_EXISTS), and the others use that one."""
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name)
+        except MlflowException:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:  # refused for another reason than a concurrent creation
+                raise
+    if experiment.lifecycle_stage != "active":
+        number = experiment.experiment_id
+        raise TrackingUnavailable(
+            f"experiment {name!r} (id {number}) is deleted in this store; restore it (mlflow experiments restore "
+            f"--experiment-id {number}), delete it for good (mlflow gc --experiment-ids {number}), or set "
+            f"tracking.experiment to another name")
+    return experiment.experiment_id
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -49,7 +70,7 @@ def start_search_run(client, *, experiment_id: str, spec, search_id: str, experi
         "hpsearch.spec_hash": spec.spec_hash(), ALGORITHM: spec.search.algorithm,
         METRIC: spec.search.metric, MODE: spec.search.mode, "hpsearch.version": __version__,
         EXPERIMENT_PATH: experiment_path, PLANNED_TRIALS: str(planned_trials),
-        "mlflow.runName": search_id,
+        "mlflow.runName": search_id, HEARTBEAT: str(int(time.time())),
     }
     commit = git_commit()
     if commit:
@@ -98,6 +119,7 @@ def mark_interrupted(client, parent_run_id: str) -> None:
 
 def reopen_search_run(client, run_id: str) -> None:
     client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, HEARTBEAT, str(int(time.time())))
     client.set_tag(run_id, STATUS, "running")
 
 
@@ -113,3 +135,30 @@ def find_search_run(client, *, experiment: str, search_id: str):
 def param_value(value: Any) -> str:
     """A parameter as MLflow stores it: a string, cut to MLflow's length limit."""
     return str(value)[:6000]
+
+
+class Heartbeat:
+    """While a search's driver lives, its parent run says so (HEARTBEAT, every HEARTBEAT_EVERY_S), from
+    Ray's start to the summary: a reader tells a driver that died without a trace by its silence.
+    A beat the store refuses is skipped; the writer of trial runs has its own retries."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.tracking_uri, self.run_id = tracking_uri, run_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="hpsearch-heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _beat(self) -> None:
+        client = client_for(self.tracking_uri)
+        while not self._stop.wait(HEARTBEAT_EVERY_S):
+            try:
+                client.set_tag(self.run_id, HEARTBEAT, str(int(time.time())))
+            except Exception as error:  # noqa: BLE001  (the store is out of reach: the next beat may do)
+                logging.getLogger(__name__).debug("hpsearch: heartbeat not written: %s", error)

@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import uuid
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -32,22 +33,44 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 def prepare_sqlite_store(tracking_uri: str) -> bool:
     """Create the store at a `sqlite:///` URI from the template if it does not exist yet.
 
-    Returns True when it copied the template. Any other URI, an existing file, or a failure to
-    make the template leaves the store to MLflow."""
+    Safe when several processes do it at once (searches started together): each copies the template
+    beside the store and gives its copy the store's name only if no store has it yet, so a reader never
+    sees half a file, and no process's store is replaced under it. Missing folders are made here, not
+    left to MLflow, whose own creation of a store is not safe to run twice at once.
+
+    Returns True when this call made the store. Any other URI, an existing file, or a failure to make
+    the template leaves the store to MLflow."""
     target = sqlite_path(tracking_uri)
-    if target is None or target.exists() or not target.parent.is_dir():
+    if target is None or target.exists():
         return False
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         template = _template()
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        shutil.copyfile(template, partial)
-        if target.exists():  # another process made it meanwhile: theirs stands
-            partial.unlink()
-            return False
-        os.replace(partial, target)
+        partial = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+        try:
+            shutil.copyfile(template, partial)
+            return _publish(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
     except (OSError, sqlite3.Error) as error:
         logger.debug("hpsearch: no store template (%s); MLflow creates the store", error)
         return False
+
+
+def _publish(partial: Path, target: Path) -> bool:
+    """Give the fully written `partial` the name `target` unless a file has that name already."""
+    try:
+        os.link(partial, target)  # unlike a rename, never replaces a store another process made and uses
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links (FAT, some network and FUSE mounts)
+        import fcntl
+
+        with open(target.with_name(f".{target.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if target.exists():
+                return False
+            os.replace(partial, target)
     return True
 
 
@@ -63,7 +86,7 @@ def sqlite_location_problem(tracking_uri: str) -> str | None:
             return f"{target} is not a file"
         return None if os.access(target, os.R_OK | os.W_OK) else f"{target} is not writable"
     folder = target.parent
-    while not folder.exists():  # SQLAlchemy makes missing folders
+    while not folder.exists():  # prepare_sqlite_store makes missing folders
         folder = folder.parent
     if not folder.is_dir():
         return f"{folder} is not a folder"

@@ -22,6 +22,10 @@ NODE = "hpsearch.node"
 PROCESS = "hpsearch.process"  # the trial process's pid on its node, as in Ray's worker-*.out log names
 ERROR = "hpsearch.error"
 HEARTBEAT = "hpsearch.heartbeat"  # on a running search's parent run: unix seconds of its driver's last sign of life
+HEARTBEAT_EVERY_S = 30.0
+# A "running" search whose driver has been silent this long is shown as interrupted: its driver died
+# without a trace (killed, its machine lost). Long enough for a slow store or a long test evaluation.
+SILENT_AFTER_S = 180.0
 PARENT = "mlflow.parentRunId"
 SPEC_ARTIFACT = "spec.yaml"
 CHECKPOINT_ARTIFACT = "checkpoint"
@@ -70,3 +74,19 @@ def credentials_to_environment(uri: str) -> str:
         if value is not None:
             os.environ[name] = value
     return clean
+
+
+def shown_status(status: str | None, *, heartbeat: str | float | None, started_s: float | None,
+                 now_s: float) -> str:
+    """A search's status as readers show it: "running" only while its driver's heartbeat (or, before the
+    first beat, its start) is younger than SILENT_AFTER_S; after that "interrupted", as a driver that
+    ended on its own would have marked it. `hpsearch resume` finishes such a search."""
+    if status != "running":
+        return status or "unknown"
+    try:
+        last = float(heartbeat) if heartbeat not in (None, "") else started_s
+    except (TypeError, ValueError):
+        last = started_s
+    if last is None or last != last:  # nothing to go by
+        return status
+    return "interrupted" if now_s - last > SILENT_AFTER_S else status

@@ -31,7 +31,7 @@ from hpsearch.platform.progress import error_line, trial_status
 from hpsearch.platform.tracking.artifacts import log_checkpoint
 from hpsearch.platform.tracking.index import TrialRuns, write_index
 from hpsearch.platform.tracking.runs import client_for, find_search_run, param_value
-from hpsearch.platform.tracking.tags import (ERROR, HEARTBEAT, NODE, PARENT, PROCESS, ROLE, SEARCH_ID, STATUS, TRIAL_ID,
+from hpsearch.platform.tracking.tags import (ERROR, NODE, PARENT, PROCESS, ROLE, SEARCH_ID, STATUS, TRIAL_ID,
                                              redact_uri)
 from hpsearch.search_spaces.space import flatten_config
 from hpsearch.trainables.config import EPOCH_METRICS
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 # MLflow prints a link per finished run for an http store: it would break into the live view.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 SNAPSHOT_EVERY_S = 30.0  # how often a running search's trial runs are snapshotted onto its parent run
-HEARTBEAT_EVERY_S = 30.0  # how often a running search's driver says it is alive, on the parent run
+SLOW_WRITE_S = 10.0  # a write the store has not answered for this long makes the live view say tracking is behind
 RETRY_PAUSE_S = (1.0, 30.0)  # first and longest pause before a write the store refused is tried again
 # MLflow error codes that say "not now" rather than "never": such a write is kept and tried again.
 _TRANSIENT_CODES = frozenset({"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED",
@@ -93,7 +93,8 @@ class TrialTracker(tune.Callback):
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
         self._pending: collections.deque[_Write] = collections.deque()  # taken off the queue, not yet written
-        self._behind_since: float | None = None
+        self._behind_since: float | None = None  # the first failure of the write that waits
+        self._writing_since: float | None = None  # when the write under way, or last failed, began
         self._last_error = ""
         self._stopping = threading.Event()  # set when a Ctrl-C gives up on what is unwritten
         self._closing = False  # the search ended: write what waits, then stop
@@ -132,11 +133,16 @@ class TrialTracker(tune.Callback):
 
     # ---- state for the live view
     def backlog(self) -> tuple[int, float, str] | None:
-        """(writes waiting, seconds behind, the store's last error) while the store is out of reach."""
-        if self._behind_since is None:
-            return None
+        """(writes waiting, seconds behind, what the store said) while the store is out of reach, or
+        while one write has waited longer than SLOW_WRITE_S on it (MLflow's own retries of an HTTP
+        request take minutes before they give up)."""
         waiting = len(self._pending) + (self._queue.qsize() if self._queue is not None else 0)
-        return waiting, time.monotonic() - self._behind_since, self._last_error
+        if self._behind_since is not None:
+            return waiting, time.monotonic() - self._behind_since, self._last_error
+        started = self._writing_since
+        if started is not None and time.monotonic() - started > SLOW_WRITE_S:
+            return waiting, time.monotonic() - started, "no answer yet"
+        return None
 
     def flush(self) -> None:
         """Wait until every write is in the store. While the store is out of reach this says so every
@@ -174,11 +180,11 @@ class TrialTracker(tune.Callback):
             self.failure = error
             logger.error("hpsearch: cannot reach the MLflow tracking store %s: %s", redact_uri(self.tracking_uri),
                          error)
-        next_tick = time.monotonic() + HEARTBEAT_EVERY_S
+        next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
         while not self._stopping.is_set():
             if not self._closing:
                 try:
-                    item = self._queue.get(timeout=0.0 if self._pending else max(0.0, next_tick - time.monotonic()))
+                    item = self._queue.get(timeout=0.0 if self._pending else max(0.0, next_snapshot - time.monotonic()))
                 except queue.Empty:
                     item = False
                 if item is None:
@@ -190,9 +196,9 @@ class TrialTracker(tune.Callback):
                 if self._closing:
                     return
                 continue
-            if time.monotonic() >= next_tick and self._behind_since is None:
-                self._pending.append(_Write(self._write_tick, ("",), "heartbeat"))
-                next_tick = time.monotonic() + HEARTBEAT_EVERY_S
+            if time.monotonic() >= next_snapshot and self._behind_since is None:
+                self._pending.append(_Write(self._write_snapshot, ("",), "trial snapshot"))
+                next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
             if self._pending:
                 self._write_pending()
             elif self._closing:
@@ -201,6 +207,7 @@ class TrialTracker(tune.Callback):
     def _write_pending(self) -> None:
         """Write the oldest waiting write; on a transient failure pause, and keep it for the next try."""
         item = self._pending[0]
+        self._writing_since = time.monotonic()
         try:
             item.method(*item.args)
         except Exception as error:  # noqa: BLE001  (a tracking hiccup must not end the search)
@@ -211,6 +218,7 @@ class TrialTracker(tune.Callback):
             self._wait_for_store(error)
             return
         self._pending.popleft()
+        self._writing_since = None
         if self._behind_since is not None:
             logger.warning("hpsearch: the tracking store answers again after %.0f s", time.monotonic()
                            - self._behind_since)
@@ -238,13 +246,10 @@ class TrialTracker(tune.Callback):
                 break
             self._pending.append(item)
 
-    def _write_tick(self, _trial_id: str) -> None:
-        """The search's heartbeat and, every SNAPSHOT_EVERY_S, its trial snapshot (see index.py)."""
-        self._client.set_tag(self.parent_run_id, HEARTBEAT, str(int(time.time())))
-        if time.monotonic() - self._snapshot_time >= SNAPSHOT_EVERY_S:
-            self._snapshot_time = time.monotonic()
-            if self._snapshot.refresh(self._client):
-                write_index(self._client, self._snapshot)
+    def _write_snapshot(self, _trial_id: str) -> None:
+        """The search's trial runs as one artifact, for readers of large searches (see index.py)."""
+        if self._snapshot.refresh(self._client):
+            write_index(self._client, self._snapshot)
 
     def _connect(self) -> None:
         self._client = client_for(self.tracking_uri)
@@ -255,8 +260,6 @@ class TrialTracker(tune.Callback):
             self.experiment_id, self.parent_run_id = found.info.experiment_id, found.info.run_id
         self._runs = self._existing_trial_runs()
         self._snapshot = TrialRuns(self.experiment_id, self.parent_run_id)
-        self._snapshot_time = time.monotonic()
-        self._client.set_tag(self.parent_run_id, HEARTBEAT, str(int(time.time())))
 
     def _existing_trial_runs(self, trial_id: str | None = None) -> dict[str, _TrialRun]:
         query = f"tags.`{PARENT}` = '{self.parent_run_id}'"
