@@ -3,13 +3,14 @@ one) does not take over a local search: `hpsearch run` without --address starts 
 says so in its first line."""
 from __future__ import annotations
 
-import os
-import signal
+import contextlib
+import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import run_cli
@@ -29,18 +30,20 @@ def running_head():
         [str(VENV_BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
          "--num-cpus", "1", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp_dir)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    head_process = psutil.Process(head.pid)
     deadline = time.monotonic() + 90
     while not list(temp_dir.glob("**/ray_current_cluster")) and time.monotonic() < deadline:
         assert head.poll() is None, "ray start --head exited"
         time.sleep(0.5)
     assert list(temp_dir.glob("**/ray_current_cluster")), "the head wrote no address file"
     yield env, f"127.0.0.1:{port}"
-    os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait(timeout=10)
+    # Every process of that head, at once: a graceful stop takes half a minute, and nothing of it is kept.
+    processes = [head_process, *head_process.children(recursive=True)]
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(processes, timeout=30)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_a_running_cluster_does_not_break_a_local_search(running_head, tmp_path):

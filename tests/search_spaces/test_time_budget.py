@@ -64,7 +64,7 @@ def test_a_time_budget_runs_trials_until_it_is_spent_and_the_search_completes(ra
 
     spec = validate_spec({
         "name": "e2e-budget",
-        "search": {"algorithm": "random", "time_budget": "20s", "max_concurrent": 2, "seed": 0},
+        "search": {"algorithm": "random", "time_budget": "10s", "max_concurrent": 2, "seed": 0},
         "train": {"epochs": 10, "model": "mlp", "hidden_sizes": [16]},  # about a second a trial
         "tracking": {"uri": tracking_uri, "experiment": "e2e"},
         "space": {"lr": {"loguniform": [0.001, 0.01]}},
@@ -74,8 +74,8 @@ def test_a_time_budget_runs_trials_until_it_is_spent_and_the_search_completes(ra
 
     out = capsys.readouterr().out
     assert outcome.status == "completed", out
-    assert "as many trials as fit in 20s" in out.splitlines()[0], out
-    assert "time budget of 20s spent: no more trials start" in out  # the budget ended it, not a count
+    assert "as many trials as fit in 10s" in out.splitlines()[0], out
+    assert "time budget of 10s spent: no more trials start" in out  # the budget ended it, not a count
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(experiment_names=["e2e"])
     trials = runs[runs["tags.mlflow.parentRunId"] == outcome.parent_run_id]
