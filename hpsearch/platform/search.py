@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
-from hpsearch.platform import _ray_internals, _warm_workers
+from hpsearch.platform import _internals
 from hpsearch.platform import query, tracking
 from hpsearch.platform.errors import first_line
 from hpsearch.platform.progress import LiveView, format_config, summary_table
@@ -50,18 +50,11 @@ def describe_trials(spec: Spec) -> str:
     return f"up to {planned} trials within {format_duration(budget)}"
 
 
-def _quiet_ray_logs() -> None:
-    # hpsearch tracks results in MLflow, not in Tune's result files, and says what it runs itself.
-    for name in ("ray.tune.analysis.experiment_analysis", "ray._private.authentication.authentication_token_setup",
-                 "ray.tune.tune"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
     """Attach to a cluster at `address`, or start a local Ray on 127.0.0.1 only."""
     import ray
 
-    _quiet_ray_logs()
+    _internals.quiet_ray_logs()
     if ray.is_initialized():
         return
     address = ray_address(address)
@@ -71,11 +64,11 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     else:
         # A session of its own even when a Ray cluster runs on this machine (`ray start --head`):
         # without an address, ray.init would attach to that one. The workers inherit this process's
-        # environment, and the first ones start with the trial modules already imported (_warm_workers).
+        # environment, and the first ones start with the trial modules already imported (_internals).
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  logging_level=logging.WARNING, log_to_driver=False,
-                 **_warm_workers.local_init_options(_ray_env.WORKER_ENV))
-        _warm_workers.started_local_session()
+                 **_internals.local_init_options(_ray_env.WORKER_ENV))
+        _internals.started_local_session()
 
 
 def ray_address(address: str | None = None) -> str | None:
@@ -229,7 +222,7 @@ def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri
 
 def _run_tuner(tuner) -> int:
     """Run the search; returns how many trials finished (-1 when a second Ctrl-C cut Tune short)."""
-    _ray_internals.keep_starting_actors()
+    _internals.keep_starting_actors()
     try:
         results = tuner.fit()
     except KeyboardInterrupt:

@@ -281,9 +281,11 @@ class TrialTracker(tune.Callback):
     def _write_start(self, trial_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        # A retried or restored trial continues its own run; so does a start replayed after the store
-        # made its run but its answer was lost.
-        known = self._runs.get(trial_id) or self._existing_trial_runs(trial_id).get(trial_id)
+        # A retried or restored trial continues its own run; so does a start replayed after a failure,
+        # when the store may have made its run but its answer was lost (looked up only then).
+        known = self._runs.get(trial_id)
+        if known is None and self._behind_since is not None:
+            known = self._existing_trial_runs(trial_id).get(trial_id)
         if known is not None:
             self._runs[trial_id] = known
             self._client.update_run(known.run_id, status="RUNNING")

@@ -1,0 +1,70 @@
+"""The canary of hpsearch.platform._internals: Ray's and MLflow's private internals are still what
+hpsearch's uses of them expect. When this fails after an upgrade: read the code they reach in the new
+version, adapt them, and add the version to VERIFIED_RAY or VERIFIED_MLFLOW; until then hpsearch uses
+the public APIs alone on it."""
+from __future__ import annotations
+
+import mlflow
+import pytest
+import ray
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from ray.tune.execution import class_cache, tune_controller
+
+from hpsearch.platform import _internals
+
+
+def test_the_installed_ray_is_one_the_patches_were_verified_with():
+    assert _internals.ray_verified(), (
+        f"Ray {ray.__version__} is not in VERIFIED_RAY {_internals.VERIFIED_RAY}: verify "
+        f"hpsearch/platform/_internals.py against it (see its docstring) before adding it")
+
+
+def test_everything_the_patches_rely_on_is_there():
+    assert _internals.ray_missing() == [], f"Ray {ray.__version__} changed: {_internals.ray_missing()}"
+
+
+def test_the_patches_apply_once_on_a_verified_ray():
+    _internals.keep_starting_actors()
+    _internals.keep_starting_actors()
+    patched = tune_controller.TuneController._maybe_reuse_cached_actor
+    assert getattr(patched, "_hpsearch", False)
+    _internals.register_trainables_without_runtime_env(lambda: False)
+    assert getattr(class_cache._ActorClassCache.get, "_hpsearch", False)
+    assert "preload_python_modules" in _internals.preload_options(("json",))["_system_config"]
+
+
+def test_an_unverified_ray_runs_tune_as_it_is(monkeypatch):
+    monkeypatch.setattr(_internals, "VERIFIED_RAY", ("0.0.0",))
+    assert not _internals.ray_verified()
+    assert _internals.preload_options(("json",)) == {}
+    original = tune_controller.TuneController._maybe_reuse_cached_actor
+    _internals.keep_starting_actors()  # already patched or not, nothing new is applied
+    assert tune_controller.TuneController._maybe_reuse_cached_actor is original
+
+
+def test_the_installed_mlflow_is_one_this_was_verified_with():
+    assert _internals.mlflow_verified(), (
+        f"MLflow {mlflow.__version__} is not in VERIFIED_MLFLOW {_internals.VERIFIED_MLFLOW}: verify "
+        f"hpsearch/platform/_internals.py against it before adding it")
+
+
+def test_everything_it_relies_on_is_there():
+    assert _internals.mlflow_missing() == [], f"MLflow {mlflow.__version__} changed: {_internals.mlflow_missing()}"
+
+
+@pytest.mark.parametrize("verified", [True, False], ids=["bulk", "public-per-run"])
+def test_bulk_histories_equal_the_public_ones(tmp_path, monkeypatch, verified):
+    if not verified:
+        monkeypatch.setattr(_internals, "VERIFIED_MLFLOW", ())
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("e")
+    run_ids = []
+    for number in range(3):
+        run_id = client.create_run(experiment_id).info.run_id
+        client.log_batch(run_id, metrics=[Metric("val_accuracy", number + step / 10, 0, step) for step in range(1, 5)])
+        run_ids.append(run_id)
+    points = sorted(_internals.metric_histories(client, run_ids, "val_accuracy", max_points=100))
+    public = sorted((run_id, point.step, point.value) for run_id in run_ids
+                    for point in client.get_metric_history(run_id, "val_accuracy"))
+    assert points == public and len(points) == 12
