@@ -54,3 +54,28 @@ def _no_leaked_tracking_uri(monkeypatch):
     yield
     if "mlflow" in sys.modules:
         sys.modules["mlflow"].set_tracking_uri(None)
+
+
+@pytest.fixture(scope="session")
+def digit_folders(tmp_path_factory) -> Path:
+    """A real ImageFolder tree of grayscale PNGs from the MNIST mini split: 10 classes x 40 images."""
+    from tests.imagefolder_data import mnist_arrays, write_tree
+
+    images, labels = mnist_arrays(shared_mnist_root())
+    root = tmp_path_factory.mktemp("digit_folders")
+    write_tree(root, images, labels, per_class=40)
+    return root
+
+
+@pytest.fixture(scope="session")
+def rgb_split_folders(tmp_path_factory) -> Path:
+    """An RGB ImageFolder tree with train/ val/ test/ folders (4 classes, 32x32 PNGs), from MNIST."""
+    from tests.imagefolder_data import mnist_arrays, write_tree
+
+    train_images, train_labels = mnist_arrays(shared_mnist_root())
+    test_images, test_labels = mnist_arrays(shared_mnist_root(), "test")
+    root = tmp_path_factory.mktemp("rgb_split_folders")
+    write_tree(root / "train", train_images, train_labels, per_class=30, classes=4, rgb=True, size=32)
+    write_tree(root / "val", train_images, train_labels, per_class=8, classes=4, rgb=True, size=32, offset=30)
+    write_tree(root / "test", test_images, test_labels, per_class=8, classes=4, rgb=True, size=32)
+    return root

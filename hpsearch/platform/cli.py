@@ -125,9 +125,12 @@ def _run(args) -> int:
     from hpsearch.platform.search import run_search
     from hpsearch.platform.tracking import TrackingUnavailable
 
+    from hpsearch.trainables.images import DataError
+    from hpsearch.trainables.plugins import PluginError
+
     try:
         outcome = run_search(spec, address=args.address, storage=args.storage)
-    except TrackingUnavailable as error:
+    except (TrackingUnavailable, DataError, PluginError) as error:
         raise UsageError([str(error)]) from None
     return _exit_status(outcome.status)
 
@@ -154,6 +157,10 @@ def _list(args) -> int:
                  "schedulers": trainables.SCHEDULES, "augmentations": trainables.AUGMENTATIONS,
                  "initializations": trainables.INITIALIZATIONS,
                  "datasets": trainables.DATASETS}[args.what].names()
+        if args.what == "models":  # and torchvision's classification zoo (timm's too, where installed)
+            names = trainables.list_models(zoo=True)
+        elif args.what == "datasets":
+            names = [*names, "(or a plug-in: dataset.factory: package.module:function)"]
     print("\n".join(names))
     return 0
 
@@ -164,10 +171,18 @@ def _resume(args) -> int:
     from hpsearch.platform.query import SearchNotFound
     from hpsearch.platform.search import resume_search
 
+    from hpsearch.search_spaces.spec import SpecError
+    from hpsearch.trainables.images import DataError
+    from hpsearch.trainables.plugins import PluginError
+
     try:
         outcome = resume_search(args.search, tracking_uri=args.tracking_uri, address=args.address)
     except SearchNotFound as error:
         raise UsageError([str(error)]) from None
+    except SpecError as error:  # its plug-ins or data are gone from where the search found them
+        raise UsageError([f"cannot resume {args.search}: {problem}" for problem in error.problems]) from None
+    except (DataError, PluginError) as error:
+        raise UsageError([f"cannot resume {args.search}: {error}"]) from None
     return _exit_status(outcome.status)
 
 

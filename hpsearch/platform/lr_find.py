@@ -40,9 +40,11 @@ def run_lr_find(spec: Spec, *, out: Path, num_steps: int = 200) -> LrFindOutcome
     from hpsearch.platform import tracking
     from hpsearch.trainables import TrainConfig, load_dataset
     from hpsearch.trainables.lr_find import lr_range_test
+    from hpsearch.trainables.plugins import add_paths
 
+    add_paths(spec.plugin_paths)
     params = first_configuration(spec)
-    config = TrainConfig.model_validate({**spec.train.model_dump(), **params})
+    config = TrainConfig.from_settings(spec.train.model_dump(), params)
     torch.set_num_threads(max(1, int(spec.resources.cpus)))
     data = load_dataset(**spec.dataset.model_dump())
     device = "cuda" if spec.resources.gpus and torch.cuda.is_available() else "cpu"

@@ -35,6 +35,7 @@ class Search:
     mode: str
     status: str
     experiment_path: str
+    spec_dir: str | None = None  # the spec file's folder, where its plug-ins are imported from
 
 
 def _search_runs(tracking_uri: str, filter_string: str, experiment_ids: list[str] | None = None) -> pd.DataFrame:
@@ -108,7 +109,8 @@ def find_search(search: str | Search, tracking_uri: str | None = None) -> Search
                                started_s=run.info.start_time / 1000, now_s=time.time())
     return Search(run_id=row["run_id"], search_id=row["search_id"], name=row["name"],
                   experiment_id=row["experiment_id"], metric=run_tags[tags.METRIC], mode=run_tags[tags.MODE],
-                  status=status, experiment_path=run_tags.get(tags.EXPERIMENT_PATH, ""))
+                  status=status, experiment_path=run_tags.get(tags.EXPERIMENT_PATH, ""),
+                  spec_dir=run_tags.get(tags.SPEC_DIR))
 
 
 def trials(search: str | Search, tracking_uri: str | None = None) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from hpsearch.platform.errors import first_line
 from hpsearch.platform.progress import LiveView, format_config, summary_table
 from hpsearch.platform.tracking import tags
 from hpsearch.platform.tune_space import make_optuna_searcher, to_ray
-from hpsearch.search_spaces.spec import Spec, dump_spec, validate_spec
+from hpsearch.search_spaces.spec import IMAGE_DATASET_FIELDS, Spec, dump_spec, validate_spec
 from hpsearch.platform.tracking.store import sqlite_location_problem
 from hpsearch.platform.tracking.tags import credentials_to_environment, redact_uri
 
@@ -97,9 +97,12 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
     problem = sqlite_location_problem(uri)
     if problem:  # told plainly, before MLflow would say it in its own words
         raise tracking.TrackingUnavailable(f"cannot use the MLflow tracking store {redact_uri(uri)}: {problem}")
-    print(f"search {search_id}: {describe_trials(spec)}, {spec.search.algorithm} search over {spec.dataset.name}, "
-          f"{spec.search.max_concurrent} at a time {where_it_runs(address)}; tracking in {redact_uri(uri)}",
-          flush=True)
+    shared = _shared(spec)  # a dataset that cannot be read stops the search before anything is written
+    print(f"search {search_id}: {describe_trials(spec)}, {spec.search.algorithm} search over "
+          f"{spec.dataset.shown_name}, {spec.search.max_concurrent} at a time {where_it_runs(address)}; "
+          f"tracking in {redact_uri(uri)}", flush=True)
+    if "plan" in shared:
+        print(describe_data(spec, shared), flush=True)
 
     # Before Ray starts: a store that cannot be written stops the search before anything runs.
     # (Overlapping this with Ray's start-up was tried: on 2 cores the schema migration of a new
@@ -109,13 +112,14 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
         experiment_id = tracking.experiment_id_for(client, spec.tracking.experiment)
         parent_run_id = tracking.start_search_run(
             client, experiment_id=experiment_id, spec=shown, search_id=search_id,
-            experiment_path=str(storage_path / search_id), spec_yaml=dump_spec(shown), planned_trials=planned or 0)
+            experiment_path=str(storage_path / search_id), spec_yaml=dump_spec(shown), planned_trials=planned or 0,
+            spec_dir=str(spec._base_dir) if spec._base_dir else None, data=shared.get("plan"))
     except Exception as error:  # noqa: BLE001  (any failure of the store is reported the same way)
         raise tracking.TrackingUnavailable(
             f"cannot use the MLflow tracking store {redact_uri(uri)}: {first_line(error)}") from None
     with tracking.Heartbeat(uri, parent_run_id):
         init_ray(address, num_cpus=num_cpus)
-        tuner = _build_tuner(spec, search_id=search_id, storage_path=storage_path, tracking_uri=uri,
+        tuner = _build_tuner(spec, shared, search_id=search_id, storage_path=storage_path, tracking_uri=uri,
                              planned=planned, parent=(experiment_id, parent_run_id))
         finished = _run_tuner(tuner)
         return _finish(finished, spec=spec, search_id=search_id, parent_run_id=parent_run_id, tracking_uri=uri,
@@ -133,7 +137,7 @@ def resume_search(search: str, *, tracking_uri: str | None = None, address: str 
     spec_text = client.download_artifacts(found.run_id, tracking.SPEC_ARTIFACT)
     import yaml
 
-    spec = validate_spec(yaml.safe_load(Path(spec_text).read_text()))
+    spec = validate_spec(yaml.safe_load(Path(spec_text).read_text()), base_dir=found.spec_dir)
     if not tune.Tuner.can_restore(found.experiment_path):
         raise query.SearchNotFound(f"search {found.search_id!r} has no experiment state at "
                                    f"{found.experiment_path}; it cannot be resumed")
@@ -144,7 +148,7 @@ def resume_search(search: str, *, tracking_uri: str | None = None, address: str 
     with tracking.Heartbeat(uri, found.run_id):
         init_ray(address, num_cpus=num_cpus)
         tuner = tune.Tuner.restore(found.experiment_path, trainable=make_trainable(
-            _shared(spec), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
+            _for_trials(_shared(spec)), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
             resume_unfinished=True, resume_errored=True)
         return _finish(_run_tuner(tuner), spec=spec, search_id=found.search_id, parent_run_id=found.run_id,
                        tracking_uri=uri, local=ray_address(address) is None)
@@ -159,15 +163,50 @@ def _redacted(spec: Spec) -> Spec:
 
 
 def _shared(spec: Spec) -> dict[str, Any]:
-    """What every trial of the search needs besides its own parameters."""
+    """What every trial of the search needs besides its own parameters.
+
+    For an ImageFolder or plug-in dataset, decided here once (`plan`, recorded on the parent run):
+    whether it is held in memory, and its normalization statistics. Raises DataError or PluginError
+    for a dataset that cannot be read.
+    """
     dataset = spec.dataset.model_dump()
     if dataset["root"] is not None:
         dataset["root"] = str(Path(dataset["root"]).expanduser().resolve())
-    return {"dataset": dataset, "train": spec.train.model_dump(), "metric": spec.search.metric,
-            "mode": spec.search.mode, "cpus": spec.resources.cpus}
+    shared = {"dataset": dataset, "train": spec.train.model_dump(), "metric": spec.search.metric,
+              "mode": spec.search.mode, "cpus": spec.resources.cpus, "plugin_paths": tuple(spec.plugin_paths)}
+    if not spec.dataset.is_image_source:
+        for key in ("factory", "args", *IMAGE_DATASET_FIELDS):
+            dataset.pop(key, None)
+        return shared
+    from hpsearch.trainables.plugins import add_paths
+    from hpsearch.trainables.sources import plan_source
+
+    if dataset["workers"] is None:
+        dataset["workers"] = max(0, int(spec.resources.cpus) - 1)
+    add_paths(spec.plugin_paths)
+    plan = plan_source(dataset.pop("name"), dataset)
+    dataset.update(name=spec.dataset.name, mean=plan["mean"], std=plan["std"], in_memory=plan["in_memory"])
+    shared["plan"] = plan
+    return shared
 
 
-def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri: str, planned: int | None,
+def describe_data(spec: Spec, shared: dict[str, Any]) -> str:
+    """One line on an ImageFolder or plug-in dataset, as the search will use it."""
+    plan, dataset = shared["plan"], shared["dataset"]
+    sizes = plan["sizes"]
+    shape = "x".join(str(size) for size in plan["shape"])
+    where = (f"in memory ({plan['decoded_bytes'] / 2**20:,.1f} MB decoded per trial)" if plan["in_memory"] else
+             f"streamed from disk by {dataset['workers']} loader process{'es' if dataset['workers'] != 1 else ''} "
+             f"per trial")
+    skipped = f"; {plan['skipped']} unreadable files skipped" if plan["skipped"] else ""
+    mean = ", ".join(f"{value:.1f}" for value in plan["mean"])
+    std = ", ".join(f"{value:.1f}" for value in plan["std"])
+    return (f"data: {sum(sizes.values()):,} {shape} images in {len(plan['classes'])} classes "
+            f"({sizes['train']:,} train, {sizes['val']:,} val, {sizes['test']:,} test), {where}; "
+            f"normalized by mean ({mean}) and std ({std}){skipped}")
+
+
+def _build_tuner(spec: Spec, shared: dict[str, Any], *, search_id: str, storage_path: Path, tracking_uri: str, planned: int | None,
                  parent: tuple[str, str]):
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
@@ -205,7 +244,7 @@ def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri
         budget = TimeBudget(search.time_budget, enders=[tracker, live_view])
         callbacks, stop = [budget, *callbacks], CombinedStopper(stop, budget)
     return tune.Tuner(
-        make_trainable(_shared(spec), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
+        make_trainable(_for_trials(shared), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=search.metric, mode=search.mode, search_alg=search_alg, scheduler=scheduler,
@@ -218,6 +257,11 @@ def _build_tuner(spec: Spec, *, search_id: str, storage_path: Path, tracking_uri
             checkpoint_config=CheckpointConfig(num_to_keep=None),
             failure_config=FailureConfig(max_failures=search.max_failures)),
     )
+
+
+def _for_trials(shared: dict[str, Any]) -> dict[str, Any]:
+    """What goes to every trial: the plan is the driver's record, not the trials' business."""
+    return {key: value for key, value in shared.items() if key != "plan"}
 
 
 def _run_tuner(tuner) -> int:
@@ -285,15 +329,16 @@ def _evaluate_best(spec: Spec, best: dict[str, Any], client, *, local: bool) -> 
             print(f"no test evaluation: the best trial's checkpoint could not be read ({error})", flush=True)
             return None
         config_json, model_bytes = (local / "config.json").read_text(), (local / "model.pt").read_bytes()
-    arguments = (config_json, model_bytes, _shared(spec)["dataset"], spec.resources.cpus)
+    shared = _shared(spec)
+    arguments = (config_json, model_bytes, shared["dataset"], spec.resources.cpus)
     if local:
         import torch
 
         gpu = spec.resources.gpus > 0 and torch.cuda.is_available()
-        evaluation = evaluate_remote(*arguments, device="cuda" if gpu else "cpu")
+        evaluation = evaluate_remote(*arguments, device="cuda" if gpu else "cpu", plugin_paths=shared["plugin_paths"])
     else:
         task = ray.remote(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus)(evaluate_remote)
-        evaluation = ray.get(task.remote(*arguments))
+        evaluation = ray.get(task.remote(*arguments, plugin_paths=shared["plugin_paths"]))
     tracking.log_test_evaluation(client, best["run_id"], metrics=evaluation.metrics, confusion=evaluation.confusion)
     return evaluation.metrics
 

@@ -16,6 +16,7 @@ from ray import tune
 
 from hpsearch.search_spaces.space import flatten_config
 from hpsearch.trainables import TrainConfig, TrainingSession, is_diverged, load_dataset
+from hpsearch.trainables.plugins import add_paths
 
 STATE_FILE = "training_state.pt"
 MODEL_FILE = "model.pt"  # the weights alone, for users: torch.load + model.load_state_dict
@@ -29,16 +30,24 @@ class SearchTrial(tune.Trainable):
         self._shared = shared
         # Where this trial runs: the tracker tags the run with it and uploads checkpoints from there.
         self._node_id = ray.get_runtime_context().get_node_id()
-        torch.set_num_threads(max(1, int(shared["cpus"])))
+        add_paths(shared.get("plugin_paths", ()))
+        torch.set_num_threads(training_threads(shared))
+        self._session: TrainingSession | None = None
         self._start(config)
 
     def _start(self, config: dict[str, Any]) -> None:
         params = flatten_config(config)
-        self._train_config = TrainConfig.model_validate({**self._shared["train"], **params})
+        self._train_config = TrainConfig.from_settings(self._shared["train"], params)
         data = load_dataset(**self._shared["dataset"])
+        if self._session is not None:
+            self._session.close()
         self._session = TrainingSession(self._train_config, data=data, device=_device())
         self._best_value: float | None = None
         self._best_epoch = 0
+
+    def cleanup(self) -> None:
+        if self._session is not None:
+            self._session.close()
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         self._start(new_config)
@@ -78,6 +87,12 @@ class SearchTrial(tune.Trainable):
         self._best_value, self._best_epoch = state["best_value"], state["best_epoch"]
 
 
+def training_threads(shared: Mapping[str, Any]) -> int:
+    """A trial's torch threads: its cpus, less those its loader processes take."""
+    workers = int(shared["dataset"].get("workers") or 0)
+    return max(1, int(shared["cpus"]) - workers)
+
+
 def _device() -> str:
     """The GPU Ray assigned to this trial, if any; Ray sets CUDA_VISIBLE_DEVICES accordingly."""
     import ray
@@ -90,10 +105,11 @@ def make_trainable(shared: Mapping[str, Any], *, cpus: float, gpus: float):
 
 
 def evaluate_remote(config_json: str, model_bytes: bytes, dataset: Mapping[str, Any], cpus: float,
-                    device: str | None = None):
+                    device: str | None = None, plugin_paths: tuple[str, ...] = ()):
     """The test evaluation of a best trial, in this process or as a Ray task wherever Ray places it."""
     from hpsearch.trainables.evaluate import evaluate_on_test
 
+    add_paths(plugin_paths)
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cpus)))
     try:

@@ -67,7 +67,7 @@ class _Checks(Composer, SafeConstructor):
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, TypeError, OverflowError) as error:  # e.g. 2024-13-45, !!int abc, 5000 digits
+        except (ValueError, TypeError, OverflowError, IndexError) as error:  # 2024-13-45, !!int abc, !!int "", 5000 digits
             raise ConstructorError(None, None, f"cannot read {node.tag.replace(_TAG, '!!')} value: {error}",
                                    node.start_mark) from None
 

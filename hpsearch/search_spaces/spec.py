@@ -13,7 +13,7 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,6 +22,7 @@ from hpsearch.search_spaces._safe_yaml import YamlRefused, load_yaml
 from hpsearch.search_spaces.space import (ALGORITHMS, SearchSpace, SpaceError, check_algorithm, grid_size, parse_space,
                                           path_part, show_value)
 from hpsearch.trainables import DATASETS, EPOCH_METRICS, TrainConfig
+from hpsearch.trainables.plugins import is_factory, spec_paths
 from hpsearch._suggest import did_you_mean
 
 BUILTIN_PACKAGE = "hpsearch.search_spaces"
@@ -62,12 +63,31 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False)
 
 
+IMAGE_DATASET_FIELDS = ("test_fraction", "image_size", "channels", "mean", "std", "in_memory", "memory_budget",
+                        "workers", "skip_corrupt", "flip")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1 << 20, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
 class DatasetSpec(_Frozen):
-    name: str = "digits"
-    root: str | None = None  # where torchvision datasets live; default ~/.cache/hpsearch/data
+    name: str = "digits"  # a built-in dataset, or imagefolder (root: a folder of class folders)
+    root: str | None = None  # torchvision datasets: where they live (default ~/.cache/hpsearch/data); imagefolder: the tree
     download: bool = False  # fetch a torchvision dataset when it is not under root
     val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # of the training split, for validation
     seed: int = Field(default=0, ge=0)  # of the train/validation split
+    # ImageFolder trees and plug-in datasets
+    test_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)  # held out for test when there is no test/ folder
+    image_size: int | None = Field(default=None, ge=4, le=4096)  # side of the square images; imagefolder: 224
+    channels: Literal[1, 3] | None = None  # imagefolder: 3
+    mean: list[float] | None = None  # per channel, in pixel units (0-255); default: from the training split
+    std: list[float] | None = None
+    in_memory: bool | Literal["auto"] = "auto"  # auto: in memory when the decoded images fit memory_budget
+    memory_budget: int = 1 << 30  # bytes of decoded images a trial may hold; written 512MB, 2GB
+    workers: int | None = Field(default=None, ge=0, le=256)  # loader processes per trial; default cpus - 1
+    skip_corrupt: bool = False  # skip and count unreadable image files instead of stopping
+    flip: bool = False  # mirrored images keep their class: augmentations may flip them
+    factory: str | None = None  # a plug-in dataset: package.module:function returning train, val, test, classes
+    args: dict[str, Any] = {}  # keyword arguments of the factory
 
     @field_validator("name")
     @classmethod
@@ -78,11 +98,128 @@ class DatasetSpec(_Frozen):
 
     @field_validator("root")
     @classmethod
-    def _a_folder(cls, root: str | None) -> str | None:
-        problem = _folder_problem(root) if root is not None else None
+    def _a_folder(cls, root: str | None, info) -> str | None:
+        if root is None:
+            return None
+        base = (info.context or {}).get("base_dir")
+        if base is not None and not _is_absolute(root):
+            root = str(Path(base) / root)
+        problem = _folder_problem(root)
         if problem:
             raise ValueError(f"{_shown_source(root)!r} {problem}; root is the folder datasets are kept in")
         return root
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int:
+        return parse_size(value)
+
+    @field_validator("factory")
+    @classmethod
+    def _a_factory(cls, factory: str | None) -> str | None:
+        from hpsearch.trainables.plugins import is_factory
+
+        if factory is not None and not is_factory(factory):
+            raise ValueError(f"{show_value(factory)} is not a plug-in reference; write package.module:function")
+        return factory
+
+    @model_validator(mode="after")
+    def _fits(self, info) -> "DatasetSpec":
+        problems = self.problems(info.context or {})
+        if problems:
+            raise SpaceError(problems)
+        return self
+
+    @property
+    def is_image_source(self) -> bool:
+        """An ImageFolder tree or a plug-in: not one of the four built-in datasets."""
+        return self.factory is not None or self.name == "imagefolder"
+
+    @property
+    def shown_name(self) -> str:
+        return self.factory or self.name
+
+    def problems(self, context: Mapping[str, Any]) -> list[str]:
+        problems: list[str] = []
+        # Set to something other than its default (a dumped spec writes every default).
+        chosen = {key for key in self.model_fields_set if getattr(self, key) != type(self).model_fields[key].default}
+        if self.factory is not None and "name" in chosen:
+            problems.append(f"dataset.name: {self.name!r} and dataset.factory {self.factory!r} both name the "
+                            f"dataset; keep one")
+        if not self.is_image_source:
+            problems += [f"dataset.{key}: applies to imagefolder and plug-in datasets, not the built-in "
+                         f"{self.name!r}" for key in IMAGE_DATASET_FIELDS if key in chosen]
+            if self.args:
+                problems.append("dataset.args: applies to a plug-in dataset (dataset.factory)")
+            return problems
+        if self.factory is None and self.root is None:
+            problems.append("dataset.root: required for imagefolder: the folder holding one folder per class "
+                            "(or train/, val/ and test/ folders of them)")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            channels = self.channels or (3 if self.factory is None else None)
+            if values is not None and channels is not None and len(values) != channels:
+                problems.append(f"dataset.{key}: {len(values)} values for {channels} channels; give one per channel")
+            if values is not None and key == "std" and any(value <= 0 for value in values):
+                problems.append(f"dataset.std: {values} has a value <= 0; standard deviations are positive")
+        if (self.mean is None) != (self.std is None):
+            problems.append("dataset.mean and dataset.std: give both, or neither (then both are computed from the "
+                            "training split)")
+        if problems or context.get("check_data") is False:
+            return problems
+        if self.factory is not None:
+            return _dataset_factory_problems(self.factory, self.args, context.get("plugin_paths", ()))
+        from hpsearch.trainables.images import DataError, scan_imagefolder
+
+        try:
+            scan_imagefolder(self.root, val_fraction=self.val_fraction, test_fraction=self.test_fraction,
+                             seed=self.seed, skip_corrupt=self.skip_corrupt)
+        except DataError as error:
+            problems.append(str(error) if str(error).startswith("dataset.") else f"dataset.root: {error}")
+        return problems
+
+
+def _dataset_factory_problems(factory: str, args: Mapping[str, Any], paths) -> list[str]:
+    import inspect
+
+    from hpsearch.trainables.plugins import PluginError, import_factory
+
+    try:
+        function = import_factory(factory, paths=paths, what="dataset")
+    except PluginError as error:
+        return [f"dataset.factory: {error}"]
+    try:
+        inspect.signature(function).bind(**args)
+    except TypeError as error:
+        return [f"dataset.args: {factory} cannot be called with {sorted(args)} ({error})"]
+    except ValueError:
+        pass  # no signature to check: it is called as is
+    return []
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from a number of megabytes or a text such as 512MB, 2GB, 1.5GiB."""
+    if isinstance(value, bool):
+        raise ValueError(f"{show_value(value)} is not a size; write 512MB, 2GB or a number of megabytes")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise ValueError(f"{show_value(value)} is not a size; write 512MB, 2GB or a number of megabytes")
+        number, unit = float(match.group(1)), match.group(2).lower().rstrip("b").rstrip("i")
+        if match.group(2).lower() in ("b",):
+            unit = "b"
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{show_value(value)} is not allowed: a memory budget is more than 0 bytes")
+    return int(number * _SIZE_UNITS[unit])
+
+
+def _is_absolute(root: str) -> bool:
+    try:
+        return Path(root).expanduser().is_absolute()
+    except (RuntimeError, ValueError):
+        return True  # ~nosuchuser: the folder check names the problem
 
 
 def _folder_problem(root: str) -> str | None:
@@ -234,26 +371,41 @@ class Spec(_Frozen):
     resources: Resources = Resources()
     train: SpecTrainConfig = SpecTrainConfig()
     tracking: TrackingSpec = TrackingSpec()
+    # Folders (or packages, or modules) plug-in models and datasets are imported from, besides the
+    # spec's own folder; relative to it. `hpsearch submit` ships them with the job.
+    plugins: list[str] = []
     space: SearchSpace = SearchSpace()
 
     @field_validator("space", mode="before")
     @classmethod
-    def _parse_space(cls, raw: Any) -> SearchSpace:
+    def _parse_space(cls, raw: Any, info) -> SearchSpace:
         if isinstance(raw, SearchSpace):
             return raw
-        return parse_space(raw, allowed=_space_parameters(), check_value=_check_train_value)
+        train = info.data.get("train")
+        # A plug-in model's own parameters may be searched: names beyond TrainConfig's are checked
+        # against the factories' signatures once the whole spec is read (_model_problems).
+        open_names = _mentions_plugin_model(raw) or (train is not None and is_factory(train.model))
+        return parse_space(raw, allowed=None if open_names else _space_parameters(), check_value=_check_train_value)
 
     @model_validator(mode="after")
-    def _sections_agree(self) -> "Spec":
+    def _sections_agree(self, info) -> "Spec":
         """What each section allows alone but the sections together cannot run."""
+        object.__setattr__(self, "_base_dir", (info.context or {}).get("base_dir"))
         problems = check_algorithm(self.space, self.search.algorithm)
         for name in FIXED_ONLY:
             problems += [f"{p.path}: {name} is fixed per search; set train.{name} instead"
                          for p in self.space.walk() if p.name == name]
         problems += _contradictions(self)
+        if not problems:
+            problems += _model_problems(self, info.context or {})
         if problems:
             raise SpaceError(problems)
         return self
+
+    @property
+    def plugin_paths(self) -> list[str]:
+        """Where this spec's plug-ins are imported from: its folder, then `plugins`."""
+        return spec_paths(self._base_dir, self.plugins)
 
     def trial_count(self) -> int | None:
         """The trials the spec asks for; None when a time budget decides (as many as fit)."""
@@ -266,6 +418,16 @@ class Spec(_Frozen):
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data, space included, exactly as it would be written in YAML."""
         data = self.model_dump(mode="json", exclude={"space"})
+        dataset = data["dataset"]
+        if self.dataset.factory is not None:
+            del dataset["name"]
+        else:
+            del dataset["factory"], dataset["args"]
+        if not self.dataset.is_image_source:  # settings of image folders and plug-ins only
+            for key in IMAGE_DATASET_FIELDS:
+                del dataset[key]
+        if not self.plugins:
+            del data["plugins"]
         data["space"] = self._raw_space
         return data
 
@@ -273,6 +435,7 @@ class Spec(_Frozen):
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     _raw_space: Any = None
+    _base_dir: Path | None = None  # the spec file's folder; None for a built-in spec
 
 
 def _contradictions(spec: Spec) -> list[str]:
@@ -286,6 +449,10 @@ def _contradictions(spec: Spec) -> list[str]:
             verb = "maximize" if search.mode == "max" else "minimize"
             problems.append(f"search.mode: {search.mode!r} would {verb} {search.metric}, {word}; "
                             f"{word} is {mode}imized: set mode: {mode}")
+    workers, cpus = spec.dataset.workers, spec.resources.cpus
+    if workers and workers >= cpus:
+        problems.append(f"dataset.workers: {workers} loader processes need resources.cpus of at least {workers + 1} "
+                        f"(it is {cpus:g}): a trial's loader processes come out of its cpus, and one more trains")
     count = spec.trial_count()
     if count is not None and count > MAX_TRIALS:
         samples, configurations = search.num_samples, count // search.num_samples
@@ -308,11 +475,108 @@ def _shown_count(count: int) -> str:
     return f"{count:,}" if count < 10**15 else f"about 1e{int(count.bit_length() * math.log10(2))}"
 
 
+def _mentions_plugin_model(raw: Any) -> bool:
+    """Whether a raw space may pick a plug-in model (`model: pkg.module:function`, or among its choices)."""
+    model = raw.get("model") if isinstance(raw, Mapping) else None
+    if is_factory(model):
+        return True
+    if isinstance(model, Mapping):
+        values = next((model[kind] for kind in ("choice", "grid") if kind in model), None)
+        return any(is_factory(value) for value in (values or ()) if isinstance(value, str))
+    return False
+
+
+def _model_options(spec: Spec) -> list[tuple[str, set[str], str]]:
+    """(model, plug-in parameters it is searched with, where) for every model the search can build."""
+    extras = lambda space: {p.name for p in space.walk() if p.name not in TrainConfig.model_fields}  # noqa: E731
+    fixed = set(spec.train.model_args)
+    model_param = next((p for p in spec.space.params if p.name == "model"), None)
+    outside = SearchSpace(tuple(p for p in spec.space.params if p.name != "model"))
+    if model_param is None:
+        return [(spec.train.model, fixed | extras(spec.space), "train.model")]
+    options = []
+    for value in model_param.values:
+        branch = (model_param.branches or {}).get(value, SearchSpace())
+        options.append((value, fixed | extras(outside) | extras(branch), f"{model_param.path}"))
+    return options
+
+
+def _model_problems(spec: Spec, context: Mapping[str, Any]) -> list[str]:
+    """A model the search can pick but cannot build: a plug-in that cannot be imported or does not take
+    its parameters, a parameter no model takes, pretrained weights that are not on disk, images too
+    small for an architecture."""
+    from hpsearch.trainables.plugins import check_model_factory
+    from hpsearch.trainables.zoo import model_problem
+
+    problems: list[str] = []
+    paths = spec.plugin_paths
+    pretrained = spec.train.pretrained or any(
+        p.name == "pretrained" and True in p.values for p in spec.space.walk())
+    for model, parameters, where in _model_options(spec):
+        if not isinstance(model, str) or model_problem(model):
+            continue  # reported with the value itself
+        if is_factory(model):
+            if context.get("check_data") is not False:
+                problems += [f"{where}: {problem}" for problem in check_model_factory(model, parameters, paths=paths)]
+            continue
+        if parameters:
+            problems.append(f"{where}: {sorted(parameters)} are not hpsearch settings, and model {model!r} takes "
+                            f"no plug-in parameters; set them under a plug-in model's branch of the space")
+        if pretrained and model.startswith(("torchvision.", "timm.")) and context.get("check_data") is not False:
+            from hpsearch.trainables.zoo import weights_problem
+
+            problem = weights_problem(model, spec.train.weights_path)
+            if problem:
+                problems.append(f"{'train.pretrained' if spec.train.pretrained else where}: {problem}")
+        if not problems and context.get("check_data") is not False:
+            problem = _shape_problem(spec, model)
+            if problem:
+                problems.append(f"{where}: {problem}")
+    return problems
+
+
+BUILTIN_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def _shape_problem(spec: Spec, model: str) -> str | None:
+    """Why `model` cannot take the dataset's images, found by a forward pass on torch's meta device
+    (no memory, no compute); None when it can, or when the shape is known only at run time."""
+    dataset = spec.dataset
+    if not model.startswith("torchvision."):
+        return None
+    if dataset.is_image_source:
+        if dataset.factory is not None and not (dataset.image_size and dataset.channels):
+            return None
+        shape = (dataset.channels or 3, dataset.image_size or 224, dataset.image_size or 224)
+    else:
+        shape = BUILTIN_SHAPES.get(dataset.name)
+    if shape is None:
+        return None
+    import torch
+
+    from hpsearch.trainables.models import build_model
+
+    config = spec.train.model_copy(update={"model": model, "pretrained": False})
+    try:
+        with torch.device("meta"):
+            built = build_model(config, input_shape=shape, num_classes=2)
+            built.eval()
+            built(torch.empty(2, *shape))
+    except NotImplementedError:
+        return None  # an operation the meta device lacks: nothing learned
+    except Exception as error:  # noqa: BLE001  (whatever the architecture raises, it would raise in every trial)
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return f"model {model!r} cannot take {shape[0]}x{shape[1]}x{shape[2]} images ({detail}); raise dataset.image_size"
+    return None
+
+
 def _space_parameters() -> dict[str, Any]:
     return dict(TrainConfig.model_fields)
 
 
 def _check_train_value(name: str, value: Any) -> str | None:
+    if name not in TrainConfig.model_fields:
+        return None  # a plug-in model's own parameter: its factory says what it takes
     try:
         SpecTrainConfig.model_validate({name: value})
     except ValidationError as error:
@@ -324,7 +588,10 @@ def _check_train_value(name: str, value: Any) -> str | None:
 
 def load_spec(source: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
               tracking_uri: str | None = None) -> Spec:
-    """Read a spec from a YAML file or a built-in name, apply `--set` overrides, validate it."""
+    """Read a spec from a YAML file or a built-in name, apply `--set` overrides, validate it.
+
+    Paths in a spec file (dataset.root, plugins) are relative to its folder, where its plug-ins are
+    imported from too."""
     raw = read_raw_spec(source)
     for override in overrides:
         apply_override(raw, override)
@@ -332,12 +599,20 @@ def load_spec(source: str | Path, *, overrides: list[str] | tuple[str, ...] = ()
         raw.setdefault("tracking", {})
         if isinstance(raw["tracking"], dict):
             raw["tracking"]["uri"] = tracking_uri
-    return validate_spec(raw)
+    path = resolve_spec_path(source)
+    builtin = path.parent == Path(str(resources.files(BUILTIN_PACKAGE)))
+    return validate_spec(raw, base_dir=None if builtin else path.resolve().parent)
 
 
-def validate_spec(raw: Mapping[str, Any]) -> Spec:
+def validate_spec(raw: Mapping[str, Any], *, base_dir: str | Path | None = None, check_data: bool = True) -> Spec:
+    """The spec `raw` describes, or SpecError. `base_dir`: the folder relative paths and plug-ins are
+    found in; `check_data`: also read the dataset's folder and import its plug-ins (what validate does)."""
+    base = Path(base_dir) if base_dir is not None else None
+    listed = raw.get("plugins") if isinstance(raw.get("plugins"), list) else []
+    context = {"base_dir": base, "check_data": check_data,
+               "plugin_paths": spec_paths(base, [entry for entry in listed if isinstance(entry, str)])}
     try:
-        spec = Spec.model_validate(raw)
+        spec = Spec.model_validate(raw, context=context)
     except ValidationError as error:
         raise SpecError(_format_errors(error, raw)) from None
     except SpaceError as error:  # raised by an after-validator outside pydantic's wrapping

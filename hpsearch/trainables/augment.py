@@ -8,7 +8,7 @@ from the global RNG, which would make every image in a batch move the same way.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -34,6 +34,7 @@ class Augmentation:
     color_jitter: float  # brightness, contrast and saturation factors from [1 - j, 1 + j]; 0 disables
     erase_side: int  # side in pixels of the square cut out; 0 disables
     erase_probability: float = 0.5
+    crop_scale: float = 0.0  # random-resized crop: least share of the image's area kept; 0 disables
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4:
@@ -42,6 +43,8 @@ class Augmentation:
         if len(images) == 0:
             return images
         batch = images.float()
+        if self.crop_scale:
+            batch = _resized_crop(batch, self.crop_scale, generator)
         if self.max_shift:
             batch = _translate(batch, self.max_shift, generator)
         if self.max_degrees:
@@ -55,14 +58,19 @@ class Augmentation:
         return batch.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def build_augmentation(name: str, *, input_shape: tuple[int, int, int], dataset: str) -> Augment | None:
-    """The preset `name` for images of `input_shape` from `dataset`; None for `none`.
+def build_augmentation(name: str, *, input_shape: tuple[int, int, int], dataset: str,
+                       flip: bool | None = None) -> Augment | None:
+    """The preset `name` for images of `input_shape` from `dataset`; None for `none`. `flip` says
+    whether mirrored images keep their class (None: the built-in dataset's own answer).
 
     Raises ValueError for an unknown name, listing the known ones.
     """
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ValueError(f"input_shape: {tuple(input_shape)!r} is not a (channels, height, width) of positive sizes")
-    return AUGMENTATIONS.get(name)(input_shape=tuple(input_shape), dataset=dataset)
+    augmentation = AUGMENTATIONS.get(name)(input_shape=tuple(input_shape), dataset=dataset)
+    if flip is not None and isinstance(augmentation, Augmentation):
+        augmentation = replace(augmentation, flip=flip)
+    return augmentation
 
 
 @AUGMENTATIONS.register("none")
@@ -96,6 +104,33 @@ def strong(*, input_shape: tuple[int, int, int], dataset: str) -> Augmentation:
         color_jitter=0.3 if channels == 3 else 0.0,
         erase_side=max(1, _round_half_up(side / 4)),
     )
+
+
+@AUGMENTATIONS.register("resized_crop")
+def resized_crop(*, input_shape: tuple[int, int, int], dataset: str) -> Augmentation:
+    """A random-resized crop (8-100% of the area, aspect 3/4-4/3, scaled back to size) and flips
+    where safe: torchvision's recipe for natural images, on a whole batch."""
+    return Augmentation(max_shift=0, max_degrees=0.0, flip=dataset in FLIPPABLE_DATASETS, color_jitter=0.0,
+                        erase_side=0, crop_scale=0.08)
+
+
+def _resized_crop(batch: torch.Tensor, min_scale: float, generator: torch.Generator) -> torch.Tensor:
+    """Each image cropped to its own random area (`min_scale`-1 of the image, aspect 3/4-4/3, log-uniform)
+    at a random place, and resized back to the batch's size, bilinear."""
+    count = len(batch)
+    area = _uniform(count, min_scale, 1.0, generator, batch.device)
+    log_ratio = _uniform(count, math.log(3 / 4), math.log(4 / 3), generator, batch.device)
+    ratio = log_ratio.exp()
+    width = (area * ratio).sqrt().clamp(max=1.0)  # as fractions of the image's width and height
+    height = (area / ratio).sqrt().clamp(max=1.0)
+    # The crop's centre, in [-1, 1] coordinates, anywhere the crop stays inside the image.
+    centre_x = _uniform(count, -1.0, 1.0, generator, batch.device) * (1 - width)
+    centre_y = _uniform(count, -1.0, 1.0, generator, batch.device) * (1 - height)
+    zeros = torch.zeros_like(width)
+    theta = torch.stack([torch.stack([width, zeros, centre_x], dim=1),
+                         torch.stack([zeros, height, centre_y], dim=1)], dim=1)
+    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _round_half_up(value: float) -> int:

@@ -1,6 +1,8 @@
 """The settings one trial trains with: every spec `train` key and `space` parameter is a field here."""
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hpsearch._suggest import did_you_mean
@@ -36,6 +38,13 @@ class TrainConfig(BaseModel):
     batchnorm: bool = False
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # drop probability before the classifier
     init: str = "default"  # weight initialization: default, kaiming, xavier, orthogonal
+    # A zoo model (torchvision.NAME, timm.NAME) or a plug-in model (package.module:function)
+    pretrained: bool = False  # zoo models: start from the published weights (read from disk, never downloaded)
+    weights_path: str | None = None  # zoo models: the weights file; default: torch hub's cache
+    freeze: str = "none"  # none, backbone (train the head alone), all_but_last_n (train the last n blocks)
+    unfrozen_blocks: int = Field(default=2, ge=1, le=1000)  # freeze all_but_last_n: n, head included
+    head_lr_multiplier: float = Field(default=1.0, gt=0.0, le=1000.0)  # the new head's lr over the body's
+    model_args: dict[str, Any] = {}  # plug-in models: keyword arguments beyond those the space sets
 
     # Optimization
     optimizer: str = "adam"
@@ -59,7 +68,28 @@ class TrainConfig(BaseModel):
     epochs: int = Field(default=5, ge=1, le=10000)  # passes over the training split
     seed: int = Field(default=0, ge=0)  # weights, batch order, dropout, augmentation
 
-    @field_validator("model", "optimizer", "lr_schedule", "augment", "init")
+    @classmethod
+    def from_settings(cls, train: dict[str, Any], params: dict[str, Any]) -> "TrainConfig":
+        """A trial's config: the spec's `train` section under its sampled `params`; parameters that are
+        no field here are a plug-in model's own, passed to its factory in `model_args`."""
+        known = {name: value for name, value in params.items() if name in cls.model_fields}
+        extra = {name: value for name, value in params.items() if name not in cls.model_fields}
+        settings = {**train, **known}
+        if extra:
+            settings["model_args"] = {**dict(settings.get("model_args") or {}), **extra}
+        return cls.model_validate(settings)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from hpsearch.trainables.zoo import model_problem
+
+        problem = model_problem(name)
+        if problem:
+            raise ValueError(problem)
+        return name
+
+    @field_validator("optimizer", "lr_schedule", "augment", "init")
     @classmethod
     def _registered(cls, name: str, info) -> str:
         registry = _REGISTRY_OF[info.field_name]
@@ -73,11 +103,14 @@ class TrainConfig(BaseModel):
             raise ValueError("lr_schedule 'onecycle' warms up by itself; set warmup_epochs to 0")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})")
+        if self.pretrained and not self.model.startswith(("torchvision.", "timm.")):
+            raise ValueError(f"pretrained: model {self.model!r} has no published weights; pretrained applies to "
+                             f"torchvision.NAME and timm.NAME models")
         if self.lr_schedule == "plateau" and self.gamma == 1.0:
             raise ValueError("lr_schedule 'plateau' needs gamma < 1 (the factor it cuts the lr by)")
         return self
 
-    @field_validator("pool", "activation")
+    @field_validator("pool", "activation", "freeze")
     @classmethod
     def _one_of(cls, name: str, info) -> str:
         allowed = _ALLOWED[info.field_name]
@@ -86,7 +119,8 @@ class TrainConfig(BaseModel):
         return name
 
 
-_ALLOWED = {"pool": ("max", "avg"), "activation": ("relu", "gelu", "tanh", "silu")}
+_ALLOWED = {"pool": ("max", "avg"), "activation": ("relu", "gelu", "tanh", "silu"),
+            "freeze": ("none", "backbone", "all_but_last_n")}
 _REGISTRY_OF = {"model": MODELS, "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES, "augment": AUGMENTATIONS,
                 "init": INITIALIZATIONS}
 

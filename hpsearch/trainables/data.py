@@ -1,11 +1,14 @@
-"""Datasets as uint8 tensors held in memory, split once per process and normalized per batch."""
+"""Datasets as uint8 images, split once per process and normalized per batch: held in memory as
+tensors when they fit, or streamed from disk through a `DataLoader` (`images.py`)."""
 from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -27,21 +30,47 @@ class Split:
 
 
 @dataclass(frozen=True)
+class StreamedSplit:
+    """A split read from disk (or a plug-in dataset) as it is used: items are (uint8 C x H x W, label),
+    or None for an unreadable file skipped under `skip_corrupt`."""
+
+    dataset: Any  # torch.utils.data.Dataset
+    shape: tuple[int, int, int]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+AnySplit = Union[Split, StreamedSplit]
+
+
+@dataclass(frozen=True)
 class DatasetSplits:
     """Train, validation and test splits of one dataset, with the statistics to normalize them."""
 
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: AnySplit
+    val: AnySplit
+    test: AnySplit
     num_classes: int
     mean: tuple[float, ...]  # per channel, in raw pixel units
     std: tuple[float, ...]
+    classes: tuple[str, ...] = ()
+    workers: int = 0  # loader processes of a streamed dataset
+    flip: bool | None = None  # whether mirrored images keep their class; None: the dataset's default
+    skipped: int = 0  # unreadable files left out (dataset.skip_corrupt)
+    details: dict[str, Any] = field(default_factory=dict, compare=False)  # what the parent run records
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
+        if isinstance(self.train, StreamedSplit):
+            return self.train.shape
         channels, height, width = self.train.images.shape[1:]
         return int(channels), int(height), int(width)
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.train, StreamedSplit)
 
 
 @dataclass(frozen=True)
@@ -57,10 +86,30 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
+def load_dataset(name: str = "digits", **settings: Any) -> DatasetSplits:
+    """Load, split and describe a dataset from its spec settings (`dataset:`); cached so a worker
+    process reads each dataset once. Built-in datasets take root, download, val_fraction and seed;
+    `imagefolder` and plug-in factories take the rest (see `hpsearch.trainables.images`)."""
+    return _load(json.dumps({"name": name, **settings}, sort_keys=True, default=str))
+
+
 @functools.lru_cache(maxsize=4)
-def load_dataset(name: str, *, root: str | None = None, download: bool = False,
-                 val_fraction: float = 0.2, seed: int = 0) -> DatasetSplits:
-    """Load, split and describe a dataset; cached so a worker process reads each dataset once."""
+def _load(key: str) -> DatasetSplits:
+    settings = json.loads(key)
+    name = settings.pop("name")
+    if settings.get("factory") or name == "imagefolder":
+        from hpsearch.trainables.sources import load_source
+
+        return load_source(name, settings)
+    builtin = {key: settings[key] for key in ("root", "download", "val_fraction", "seed") if key in settings}
+    return _load_builtin(name, **builtin)
+
+
+load_dataset.cache_clear = _load.cache_clear  # type: ignore[attr-defined]
+
+
+def _load_builtin(name: str, *, root: str | None = None, download: bool = False,
+                  val_fraction: float = 0.2, seed: int = 0) -> DatasetSplits:
     raw = DATASETS.get(name)(root=_resolve_root(root), download=download)
     train_idx, val_idx = _split_indices(len(raw.train_labels), val_fraction, seed)
     train = _to_split(raw.train_images[train_idx], raw.train_labels[train_idx])
@@ -179,3 +228,7 @@ def _nchw(images) -> np.ndarray:
 DATASETS.register("mnist")(_torchvision_dataset("MNIST", idx_files=True))
 DATASETS.register("fashion_mnist")(_torchvision_dataset("FashionMNIST", idx_files=True))
 DATASETS.register("cifar10")(_torchvision_dataset("CIFAR10"))
+
+@DATASETS.register("imagefolder")
+def _imagefolder(*, root: str, download: bool) -> RawDataset:
+    raise ValueError("imagefolder is loaded by load_dataset from its settings (root, image_size, ...)")

@@ -24,15 +24,10 @@ def evaluate_on_test(config: TrainConfig, model_state: Mapping[str, torch.Tensor
     if isinstance(model_state, bytes):
         model_state = torch.load(io.BytesIO(model_state), map_location=device, weights_only=True)
     session = ModelSession(config, data=data, device=device)
-    session.model.load_state_dict(model_state)
-    test = data.test
-    metrics = {f"test_{name}": value for name, value in session.evaluate_metrics(test).items()}
-    confusion = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long)
-    with torch.no_grad():
-        for start in range(0, len(test), 2048):
-            images = test.images[start:start + 2048].to(session.device)
-            with session.precision.autocast(session.device):
-                predicted = session.model(session._normalize(images)).argmax(1).cpu()
-            truth = test.labels[start:start + 2048]
-            confusion.index_put_((truth, predicted), torch.ones_like(truth), accumulate=True)
-    return TestEvaluation(metrics, confusion.tolist())
+    try:
+        session.model.load_state_dict(model_state)
+        confusion = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long)
+        metrics = session.evaluate_metrics(data.test, confusion=confusion)
+    finally:
+        session.close()
+    return TestEvaluation({f"test_{name}": value for name, value in metrics.items()}, confusion.tolist())

@@ -19,11 +19,80 @@ _POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
 def build_model(config: TrainConfig, *, input_shape: InputShape, num_classes: int) -> nn.Module:
-    return MODELS.get(config.model)(config, input_shape=input_shape, num_classes=num_classes)
+    """The model `config.model` names, with `config.freeze` applied."""
+    from hpsearch.trainables import zoo
+    from hpsearch.trainables.plugins import is_factory
+
+    if config.model in MODELS:
+        model = MODELS.get(config.model)(config, input_shape=input_shape, num_classes=num_classes)
+    elif is_factory(config.model):
+        model = zoo.build_plugin_model(config, input_shape=input_shape, num_classes=num_classes)
+    elif zoo.model_problem(config.model):
+        raise ValueError(zoo.model_problem(config.model))
+    else:
+        model = zoo.build_zoo_model(config, input_shape=input_shape, num_classes=num_classes)
+    freeze(model, config)
+    return model
 
 
-def list_models() -> list[str]:
-    return MODELS.names()
+def list_models(*, zoo: bool = False) -> list[str]:
+    """hpsearch's own models; with `zoo`, torchvision's classification models too (and timm's, if installed)."""
+    if not zoo:
+        return MODELS.names()
+    from hpsearch.trainables.zoo import list_zoo_models
+
+    return MODELS.names() + list_zoo_models()
+
+
+def is_pretrained(config: TrainConfig) -> bool:
+    return config.pretrained
+
+
+def head_name(model: nn.Module) -> str:
+    """The classifier head: the module a zoo model marks, else the last Linear layer."""
+    from hpsearch.trainables.zoo import HEAD_ATTRIBUTE
+
+    marked = getattr(model, HEAD_ATTRIBUTE, None)
+    if marked:
+        return marked
+    return next((name for name, module in reversed(list(model.named_modules())) if isinstance(module, nn.Linear)), "")
+
+
+def _head_parameters(model: nn.Module) -> set[int]:
+    name = head_name(model)
+    if not name:
+        return set()
+    return {id(parameter) for parameter in model.get_submodule(name).parameters()}
+
+
+def freeze(model: nn.Module, config: TrainConfig) -> None:
+    """`backbone`: only the head trains; `all_but_last_n`: only the last `unfrozen_blocks` of the
+    model's top-level parts that hold parameters (the head among them) train."""
+    if config.freeze == "none":
+        return
+    if config.freeze == "backbone":
+        head = _head_parameters(model)
+        for parameter in model.parameters():
+            parameter.requires_grad_(id(parameter) in head)
+        return
+    blocks = [module for _, module in model.named_children() if any(True for _ in module.parameters())]
+    trained = {id(p) for module in blocks[-config.unfrozen_blocks:] for p in module.parameters()}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in trained)
+
+
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """The trainable parameters, the head in a group of its own at `head_lr_multiplier` times the lr."""
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    if config.head_lr_multiplier == 1.0:
+        return [{"params": trainable}]
+    head = _head_parameters(model)
+    body = [parameter for parameter in trainable if id(parameter) not in head]
+    groups = [{"params": body}] if body else []
+    head_params = [parameter for parameter in trainable if id(parameter) in head]
+    if head_params:
+        groups.append({"params": head_params, "lr_multiplier": config.head_lr_multiplier})
+    return groups
 
 
 # ----------------------------------------------------------------------------------------------- helpers

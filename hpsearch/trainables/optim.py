@@ -18,8 +18,14 @@ def effective_lr(config: TrainConfig) -> float:
     return config.lr
 
 
-def build_optimizer(config: TrainConfig, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    return OPTIMIZERS.get(config.optimizer)(config, parameters, lr=effective_lr(config))
+def build_optimizer(config: TrainConfig, parameters: Iterable[torch.nn.Parameter] | list[dict]) -> torch.optim.Optimizer:
+    """The optimizer `config` names over `parameters`, or over parameter groups where a group's
+    `lr_multiplier` scales its learning rate (a fine-tuned model's new head)."""
+    lr = effective_lr(config)
+    optimizer = OPTIMIZERS.get(config.optimizer)(config, parameters, lr=lr)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_multiplier", 1.0)
+    return optimizer
 
 
 def list_optimizers() -> list[str]:

@@ -13,7 +13,6 @@ from torch.optim.lr_scheduler import (CosineAnnealingLR, LinearLR, LRScheduler, 
                                       SequentialLR, StepLR)
 
 from hpsearch.trainables.config import SCHEDULES, TrainConfig
-from hpsearch.trainables.optim import effective_lr
 
 WARMUP_START_FACTOR = 0.1  # warmup starts at this fraction of the base lr
 PLATEAU_PATIENCE = 1  # epochs without improvement that ReduceLROnPlateau tolerates before decaying
@@ -144,8 +143,8 @@ def one_cycle(config: TrainConfig, optimizer: torch.optim.Optimizer, *, steps_pe
               warmup_steps: int) -> Stepped:
     # cycle_momentum off: it would overwrite the configured (searched) momentum and betas, and
     # Adagrad has neither.
-    return Stepped(OneCycleLR(optimizer, max_lr=effective_lr(config), total_steps=config.epochs * steps_per_epoch,
-                              cycle_momentum=False), every="batch")
+    return Stepped(OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
+                              total_steps=config.epochs * steps_per_epoch, cycle_momentum=False), every="batch")
 
 
 @SCHEDULES.register("plateau")

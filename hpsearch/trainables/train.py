@@ -9,15 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from hpsearch.trainables.config import TrainConfig
-from hpsearch.trainables.data import DatasetSplits, Split
+from hpsearch.trainables.data import AnySplit, DatasetSplits, Split, StreamedSplit
 from hpsearch.trainables.augment import build_augmentation
 from hpsearch.trainables.init import initialize
-from hpsearch.trainables.models import build_model
+from hpsearch.trainables.models import build_model, is_pretrained, parameter_groups
 from hpsearch.trainables.optim import build_optimizer
 from hpsearch.trainables.precision import Precision, precision_for
 from hpsearch.trainables.schedules import build_schedule
 
 EVAL_BATCH_SIZE = 2048  # examples per forward pass when evaluating; no gradients are kept
+STREAMED_EVAL_BATCH_SIZE = 256  # the same for images decoded from disk, which are larger
 Metrics = dict[str, float]
 
 
@@ -36,12 +37,46 @@ class ModelSession:
         self.precision = precision or precision_for(self.device)
         torch.manual_seed(config.seed)
         self.model = build_model(config, input_shape=data.input_shape, num_classes=data.num_classes)
-        initialize(self.model, config.init)
+        if not is_pretrained(config):  # pretrained weights are kept as loaded
+            initialize(self.model, config.init)
         self.model.to(self.device, memory_format=torch.channels_last if self.precision.channels_last
                       else torch.preserve_format)
         shape = (1, -1, 1, 1)
         self._mean = torch.tensor(data.mean, device=self.device).view(shape)
         self._std = torch.tensor(data.std, device=self.device).view(shape)
+        self._loaders: dict[int, Any] = {}  # streamed splits' loaders, their processes kept between epochs
+        self.skipped = 0  # unreadable images the loaders dropped (dataset.skip_corrupt)
+
+    def batches(self, split: AnySplit, batch_size: int, order: torch.Tensor | None = None):
+        """(uint8 images, labels) on the device, `batch_size` at a time, in `order` (None: as stored)."""
+        if isinstance(split, Split):
+            for batch in (order.split(batch_size) if order is not None else
+                          (slice(start, start + batch_size) for start in range(0, len(split), batch_size))):
+                yield split.images[batch], split.labels[batch]
+            return
+        yield from self._streamed(split, batch_size, order)
+
+    def _streamed(self, split: StreamedSplit, batch_size: int, order: torch.Tensor | None):
+        from hpsearch.trainables.images import loader
+
+        key = id(split)
+        entry = self._loaders.get(key)
+        if entry is None or entry[1] != batch_size:
+            sampler = _Batches(len(split), batch_size)
+            made = loader(split.dataset, batches=sampler, workers=self.data.workers,
+                          pin_memory=self.device.type == "cuda", persistent=True)
+            entry = self._loaders[key] = (made, batch_size, sampler)
+        made, _, sampler = entry
+        sampler.order = order
+        non_blocking = self.device.type == "cuda"
+        for images, labels, dropped in made:
+            self.skipped += dropped
+            if len(labels):
+                yield images.to(self.device, non_blocking=non_blocking), labels.to(self.device, non_blocking=non_blocking)
+
+    def close(self) -> None:
+        """Stop the loader processes of streamed splits."""
+        self._loaders.clear()
 
     def evaluate(self, split: Split) -> tuple[float, float]:
         """Mean cross-entropy and top-1 accuracy over a split."""
@@ -49,22 +84,29 @@ class ModelSession:
         return metrics["loss"], metrics["accuracy"]
 
     @torch.no_grad()
-    def evaluate_metrics(self, split: Split) -> Metrics:
-        """loss, accuracy (top-1) and, with more than 5 classes, accuracy_top5 over a split."""
+    def evaluate_metrics(self, split: AnySplit, *, confusion: torch.Tensor | None = None) -> Metrics:
+        """loss, accuracy (top-1) and, with more than 5 classes, accuracy_top5 over a split; counts
+        (true class, predicted class) into `confusion` when given."""
         self.model.eval()
         loss_sum, correct, correct5 = 0.0, 0, 0
         top5 = self.data.num_classes > 5
-        for start in range(0, len(split), EVAL_BATCH_SIZE):
-            targets = split.labels[start:start + EVAL_BATCH_SIZE]
+        seen = 0
+        size = STREAMED_EVAL_BATCH_SIZE if isinstance(split, StreamedSplit) else EVAL_BATCH_SIZE
+        for images, targets in self.batches(split, size):
             with self.precision.autocast(self.device):
-                logits = self.model(self._normalize(split.images[start:start + EVAL_BATCH_SIZE])).float()
+                logits = self.model(self._normalize(images)).float()
+            seen += len(targets)
+            if confusion is not None:
+                confusion.index_put_((targets.cpu(), logits.argmax(1).cpu()), torch.ones_like(targets.cpu()),
+                                     accumulate=True)
             loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
             correct += int((logits.argmax(1) == targets).sum())
             if top5:
                 correct5 += int((logits.topk(5, dim=1).indices == targets[:, None]).any(dim=1).sum())
-        metrics = {"loss": loss_sum / len(split), "accuracy": correct / len(split)}
+        seen = max(seen, 1)
+        metrics = {"loss": loss_sum / seen, "accuracy": correct / seen}
         if top5:
-            metrics["accuracy_top5"] = correct5 / len(split)
+            metrics["accuracy_top5"] = correct5 / seen
         return metrics
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -79,11 +121,12 @@ class TrainingSession(ModelSession):
                  precision: Precision | None = None) -> None:
         super().__init__(config, data=data, device=device, precision=precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_loss_scaling)
-        self.optimizer = build_optimizer(config, self.model.parameters())
+        self.optimizer = build_optimizer(config, parameter_groups(self.model, config))
         steps_per_epoch = math.ceil(len(data.train) / config.batch_size)  # optimizer steps, as run_epoch takes them
         self.schedule = build_schedule(config, self.optimizer, steps_per_epoch=steps_per_epoch)
         self.batch_order = torch.Generator().manual_seed(config.seed)
-        self.augmentation = build_augmentation(config.augment, input_shape=data.input_shape, dataset=data.name)
+        self.augmentation = build_augmentation(config.augment, input_shape=data.input_shape, dataset=data.name,
+                                               flip=data.flip)
         self.augment_rng = torch.Generator().manual_seed(config.seed + 1)
         self._train = _to_device(data.train, self.device)
         self._val = _to_device(data.val, self.device)
@@ -98,13 +141,14 @@ class TrainingSession(ModelSession):
         """Train one pass over the training split, then evaluate on the validation split."""
         started = time.perf_counter()
         self.model.train()
-        images, labels = self._train.images, self._train.labels
-        order = torch.randperm(len(labels), generator=self.batch_order).to(self.device)
+        order = torch.randperm(len(self._train), generator=self.batch_order)
+        if isinstance(self._train, Split):
+            order = order.to(self.device)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for batch in order.split(self.config.batch_size):
-            targets = labels[batch]
-            inputs = images[batch]
+        seen = 0
+        for inputs, targets in self.batches(self._train, self.config.batch_size, order):
+            seen += len(targets)
             if self.augmentation is not None:
                 inputs = self.augmentation(inputs, self.augment_rng)
             with self.precision.autocast(self.device):
@@ -118,7 +162,7 @@ class TrainingSession(ModelSession):
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.schedule.after_batch()
-            loss_sum += loss.detach() * len(batch)
+            loss_sum += loss.detach() * len(targets)
             correct += (logits.detach().argmax(1) == targets).sum()
         train_seconds = time.perf_counter() - started
         val = self.evaluate_metrics(self._val)
@@ -126,14 +170,17 @@ class TrainingSession(ModelSession):
         epoch_lr = self.optimizer.param_groups[0]["lr"]  # before the schedule moves on to the next epoch
         if math.isfinite(val["loss"]):
             self.schedule.after_epoch(val["loss"])
+        seen = max(seen, 1)
         metrics = {
-            "train_loss": float(loss_sum) / len(labels),
-            "train_accuracy": float(correct) / len(labels),
+            "train_loss": float(loss_sum) / seen,
+            "train_accuracy": float(correct) / seen,
             **{f"val_{name}": value for name, value in val.items()},
             "lr": epoch_lr,
             "epoch_seconds": time.perf_counter() - started,
-            "images_per_second": len(labels) / train_seconds,
+            "images_per_second": seen / train_seconds,
         }
+        if self.skipped:
+            metrics["skipped_images"] = float(self.skipped)
         self.history.append(metrics)
         return metrics
 
@@ -172,8 +219,25 @@ class TrainingSession(ModelSession):
         self.history = list(state["history"])
 
 
-def _to_device(split: Split, device: torch.device) -> Split:
-    return split if device.type == "cpu" else Split(split.images.to(device), split.labels.to(device))
+class _Batches:
+    """A loader's batch sampler whose order the session sets before each pass (None: as stored)."""
+
+    def __init__(self, count: int, batch_size: int) -> None:
+        self.count, self.batch_size = count, batch_size
+        self.order: torch.Tensor | None = None
+
+    def __iter__(self):
+        indices = self.order.tolist() if self.order is not None else list(range(self.count))
+        return iter([indices[start:start + self.batch_size] for start in range(0, len(indices), self.batch_size)])
+
+    def __len__(self) -> int:
+        return math.ceil(self.count / self.batch_size)
+
+
+def _to_device(split: AnySplit, device: torch.device) -> AnySplit:
+    if device.type == "cpu" or isinstance(split, StreamedSplit):
+        return split
+    return Split(split.images.to(device), split.labels.to(device))
 
 
 def is_diverged(metrics: Metrics) -> bool:
@@ -187,8 +251,11 @@ def train(config: TrainConfig, report: Callable[[Metrics], bool | None], *, data
     Returns the per-epoch metrics.
     """
     session = TrainingSession(config, data=data, device=device)
-    while not session.finished:
-        metrics = session.run_epoch()
-        if report(metrics) or is_diverged(metrics):
-            break
+    try:
+        while not session.finished:
+            metrics = session.run_epoch()
+            if report(metrics) or is_diverged(metrics):
+                break
+    finally:
+        session.close()
     return session.history

@@ -11,7 +11,10 @@ from typing import Any, Mapping
 from hpsearch import __version__
 from hpsearch.platform.tracking.index import TrialRuns, write_index
 from hpsearch.platform.tracking.tags import (ALGORITHM, EXPERIMENT_PATH, HEARTBEAT, HEARTBEAT_EVERY_S, METRIC, MODE,
-                                             PARENT, PLANNED_TRIALS, ROLE, SEARCH_ID, SEARCH_NAME, SPEC_ARTIFACT, STATUS)
+                                             PARENT, PLANNED_TRIALS, ROLE, SEARCH_ID, SEARCH_NAME, SPEC_ARTIFACT, SPEC_DIR,
+                                             STATUS)
+
+DATASET_ARTIFACT = "dataset.json"  # an ImageFolder or plug-in dataset as the search read it: classes, sizes, statistics
 
 
 class TrackingUnavailable(RuntimeError):
@@ -61,8 +64,11 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 
 def start_search_run(client, *, experiment_id: str, spec, search_id: str, experiment_path: str,
-                     spec_yaml: str, planned_trials: int) -> str:
-    """Create the parent run of a search, with its spec as an artifact."""
+                     spec_yaml: str, planned_trials: int, spec_dir: str | None = None,
+                     data: Mapping[str, Any] | None = None) -> str:
+    """Create the parent run of a search, with its spec as an artifact; `data`: what the search
+    decided about an ImageFolder or plug-in dataset (class names, sizes, normalization), recorded
+    as params and as `dataset.json`."""
     from mlflow.entities import Param
 
     tags = {
@@ -75,15 +81,27 @@ def start_search_run(client, *, experiment_id: str, spec, search_id: str, experi
     commit = git_commit()
     if commit:
         tags["hpsearch.git_commit"] = commit
+    if spec_dir:
+        tags[SPEC_DIR] = spec_dir
     run = client.create_run(experiment_id, tags=tags, run_name=search_id)
     settings = {
-        "dataset": spec.dataset.name, "algorithm": spec.search.algorithm, "metric": spec.search.metric,
+        "dataset": spec.dataset.shown_name, "algorithm": spec.search.algorithm, "metric": spec.search.metric,
         "mode": spec.search.mode, "num_samples": spec.search.num_samples,
         "scheduler": spec.search.scheduler.name, "epochs": spec.train.epochs,
         "max_concurrent": spec.search.max_concurrent, "seed": spec.search.seed,
     }
+    if data:
+        settings.update({
+            "dataset.classes": len(data["classes"]), "dataset.image_shape": "x".join(map(str, data["shape"])),
+            **{f"dataset.{part}_images": count for part, count in data["sizes"].items()},
+            "dataset.in_memory": data["in_memory"], "dataset.skipped_files": data["skipped"],
+            "dataset.mean": ", ".join(f"{value:.4f}" for value in data["mean"]),
+            "dataset.std": ", ".join(f"{value:.4f}" for value in data["std"]),
+        })
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in settings.items()])
     client.log_text(run.info.run_id, spec_yaml, SPEC_ARTIFACT)
+    if data:
+        client.log_dict(run.info.run_id, dict(data), DATASET_ARTIFACT)
     return run.info.run_id
 
 

@@ -14,6 +14,7 @@ SEARCH_NAME = "hpsearch.search_name"
 TRIAL_ID = "hpsearch.trial_id"
 STATUS = "hpsearch.status"  # search: running/completed/interrupted/failed; trial: TRIAL_STATUSES
 EXPERIMENT_PATH = "hpsearch.experiment_path"
+SPEC_DIR = "hpsearch.spec_dir"  # the spec file's folder: resume imports the search's plug-ins from there
 METRIC = "hpsearch.metric"
 MODE = "hpsearch.mode"
 ALGORITHM = "hpsearch.algorithm"

@@ -365,7 +365,8 @@ def node_label(result: Mapping[str, Any]) -> str:
     return f"{result.get('hostname', '?')} ({result.get('node_ip', '?')}, node {node_id})"
 
 
-_LOGGED_METRICS = frozenset({*EPOCH_METRICS, "epoch", "best_epoch", *(f"best_{name}" for name in EPOCH_METRICS)})
+_LOGGED_METRICS = frozenset({*EPOCH_METRICS, "epoch", "best_epoch", "skipped_images",
+                             *(f"best_{name}" for name in EPOCH_METRICS)})
 
 
 def _trial_name(trial_id: str) -> str:
