@@ -16,13 +16,20 @@ image) with train/ val/ test/ folders, so that both sides read exactly the same 
    training pass).
 2. Memory: one epoch of hpsearch's streamed path, same settings, in a fresh process on a tree of N
    training images and on one of 4N (val and test grow alike). The peak memory of the trial and its
-   loader processes, summed as PSS (shared pages split between the processes that map them, so forked
-   workers are not counted twice), sampled every 50 ms. `rss_growth` = peak at 4N / peak at N; the
-   target is <= 1.10.
+   loader processes: the trial's peak RSS (ru_maxrss, the kernel's high-water mark) plus each loader
+   process's peak private memory (USS, sampled every 50 ms; their other pages are the trial's, forked,
+   and already in its RSS: adding their RSS, or RUSAGE_CHILDREN's, would count them twice).
+   `rss_growth` = peak at 4N / peak at N; the target is <= 1.10. The sampled peak PSS of all of them
+   together is printed too; it is noisier (a sample may or may not land on a batch's transient peak).
+
+By default the bare loop's DataLoader is the plain one (its workers start anew each pass);
+--baseline-persistent keeps them (persistent_workers=True) as hpsearch does, comparing the
+per-image work alone.
 
 Usage: python benchmarks/data_throughput.py [--mnist-root ../shared/data] [--images 3000] [--image-size 64]
                                             [--file-size 80] [--workers 2] [--threads 1] [--batch-size 64]
                                             [--model cnn] [--rounds 3] [--skip-memory]
+                                            [--baseline-persistent]
 Last line: key=value pairs.
 """
 from __future__ import annotations
@@ -111,9 +118,11 @@ class BareLoop:
                                         transforms.PILToTensor()])
         self.train_set = torchvision.datasets.ImageFolder(str(root / "train"), transform=transform)
         self.val_set = torchvision.datasets.ImageFolder(str(root / "val"), transform=transform)
+        persistent = args.baseline_persistent and args.workers > 0
         self.train_loader = torch.utils.data.DataLoader(self.train_set, batch_size=config.batch_size, shuffle=True,
-                                                        num_workers=args.workers)
-        self.workers = args.workers
+                                                        num_workers=args.workers, persistent_workers=persistent)
+        self.val_loader = torch.utils.data.DataLoader(self.val_set, batch_size=EVAL_BATCH_SIZE,
+                                                      num_workers=args.workers, persistent_workers=persistent)
         torch.manual_seed(config.seed)
         self.model = build_model(config, input_shape=(3, args.image_size, args.image_size),
                                  num_classes=len(self.train_set.classes))
@@ -134,8 +143,7 @@ class BareLoop:
         self.model.eval()
         correct = 0
         with torch.no_grad():
-            for images, labels in torch.utils.data.DataLoader(self.val_set, batch_size=EVAL_BATCH_SIZE,
-                                                              num_workers=self.workers):
+            for images, labels in self.val_loader:
                 logits = self.model((images.float() - self.mean) / self.std)
                 F.cross_entropy(logits, labels, reduction="sum").item()
                 correct += int((logits.argmax(1) == labels).sum())
@@ -191,18 +199,21 @@ def memory_child(root: Path, args) -> int:
 
 
 def peak_memory(root: Path, args) -> dict[str, float]:
-    """Run memory_child on `root`; the peak PSS of it and its loader processes together, sampled."""
+    """Run memory_child on `root`: the trial's peak RSS (the kernel's high-water mark) plus the peak
+    private memory (USS, sampled) of each of its loader processes, whose other pages are shared with
+    the trial (forked) and already in its RSS; and, sampled, the peak PSS of all of them together."""
     import psutil
 
     command = [sys.executable, __file__, "--memory-child", str(root), "--image-size", str(args.image_size),
                "--workers", str(args.workers), "--threads", str(args.threads), "--batch-size", str(args.batch_size),
                "--model", args.model]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    peak, peak_processes = 0, 0
+    worker_uss: dict[int, int] = {}
+    peak_pss = 0
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak, peak_processes
+        nonlocal peak_pss
         trial = psutil.Process(child.pid)
         while not done.is_set():
             try:
@@ -212,11 +223,13 @@ def peak_memory(root: Path, args) -> dict[str, float]:
             total = 0
             for process in processes:
                 try:
-                    total += process.memory_full_info().pss
+                    info = process.memory_full_info()
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
-            if total > peak:
-                peak, peak_processes = total, len(processes)
+                    continue
+                total += info.pss
+                if process.pid != trial.pid:
+                    worker_uss[process.pid] = max(worker_uss.get(process.pid, 0), info.uss)
+            peak_pss = max(peak_pss, total)
             time.sleep(SAMPLE_SECONDS)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -227,8 +240,9 @@ def peak_memory(root: Path, args) -> dict[str, float]:
     if child.returncode:
         raise SystemExit(f"the memory trial on {root} failed (exit {child.returncode})")
     report = json.loads(output.strip().splitlines()[-1])
-    return {"pss_mb": peak / 2**20, "processes": peak_processes, "self_maxrss_mb": report["self_maxrss_kb"] / 1024,
-            "children_maxrss_mb": report["children_maxrss_kb"] / 1024, "images": report["images"]}
+    trial_mb, workers_mb = report["self_maxrss_kb"] / 1024, sum(worker_uss.values()) / 2**20
+    return {"rss_mb": trial_mb + workers_mb, "trial_mb": trial_mb, "workers_mb": workers_mb,
+            "workers": len(worker_uss), "pss_mb": peak_pss / 2**20, "images": report["images"]}
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -245,6 +259,8 @@ def main() -> int:
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs of each side, after one warm-up")
     parser.add_argument("--skip-memory", action="store_true", help="throughput only")
+    parser.add_argument("--baseline-persistent", action="store_true",
+                        help="the bare loop keeps its loader processes between passes, as hpsearch does")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -275,16 +291,18 @@ def main() -> int:
                 f"train_ratio={train_ratio:.3f}")
         if not args.skip_memory:
             low, high = peak_memory(small, args), peak_memory(large, args)
-            growth = high["pss_mb"] / low["pss_mb"]
+            growth = high["rss_mb"] / low["rss_mb"]
             for name, figures in (("N", low), ("4N", high)):
-                print(f"memory, {figures['images']} training images ({name}): peak PSS {figures['pss_mb']:.0f} MB over "
-                      f"{figures['processes']} processes; ru_maxrss trial {figures['self_maxrss_mb']:.0f} MB, largest "
-                      f"loader process {figures['children_maxrss_mb']:.0f} MB", flush=True)
+                print(f"memory, {figures['images']} training images ({name}): {figures['rss_mb']:.0f} MB = trial peak "
+                      f"RSS {figures['trial_mb']:.0f} MB + {figures['workers']} loader processes' private "
+                      f"{figures['workers_mb']:.0f} MB (sampled peak PSS of all: {figures['pss_mb']:.0f} MB)", flush=True)
             print(f"rss_growth {growth:.3f} (target <= {GROWTH_TARGET}: {'met' if growth <= GROWTH_TARGET else 'NOT met'}); "
-                  f"trial ru_maxrss alone {high['self_maxrss_mb'] / low['self_maxrss_mb']:.3f}", flush=True)
-            line += (f" rss_growth={growth:.3f} rss_small_mb={low['pss_mb']:.0f} rss_large_mb={high['pss_mb']:.0f}"
-                     f" maxrss_growth={high['self_maxrss_mb'] / low['self_maxrss_mb']:.3f}")
+                  f"trial alone {high['trial_mb'] / low['trial_mb']:.3f}, loader processes "
+                  f"{high['workers_mb'] / low['workers_mb']:.3f}, sampled PSS {high['pss_mb'] / low['pss_mb']:.3f}",
+                  flush=True)
+            line += f" rss_growth={growth:.3f} rss_small_mb={low['rss_mb']:.0f} rss_large_mb={high['rss_mb']:.0f}"
     print(f"{line} images={rates['images']} workers={args.workers} threads={args.threads} "
+          f"baseline_persistent={int(args.baseline_persistent)} "
           f"image_size={args.image_size} batch_size={args.batch_size} model={args.model}")
     return 0
 

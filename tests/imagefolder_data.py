@@ -61,3 +61,23 @@ def write_truncated(path: Path, source: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+def write_zoo_weights(torch_home: Path, *names: str) -> dict[str, Path]:
+    """Weight files where torchvision keeps its pretrained weights (no download here): each model's
+    own untrained weights, seeded, under torch_home/hub/checkpoints/<the file name torchvision uses>."""
+    import os
+
+    import torch
+    import torchvision
+
+    written = {}
+    for name in names:
+        url = torchvision.models.get_model_weights(name).DEFAULT.url
+        path = torch_home / "hub" / "checkpoints" / os.path.basename(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            torch.manual_seed(0)
+            torch.save(torchvision.models.get_model(name, weights=None).state_dict(), path)
+        written[name] = path
+    return written

@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     except KeyboardInterrupt:
         return INTERRUPTED
+    except BrokenPipeError:  # `hpsearch list models | head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +144,16 @@ def _validate(args) -> int:
     from hpsearch.search_spaces.spec import dump_spec
 
     print(dump_spec(spec), end="")
+    if spec.dataset.is_image_source and spec.dataset.factory is None:
+        from hpsearch.trainables.images import scan_imagefolder
+
+        dataset = spec.dataset  # read once already, when the spec was checked: this is its cached scan
+        scan = scan_imagefolder(dataset.root, val_fraction=dataset.val_fraction, test_fraction=dataset.test_fraction,
+                                seed=dataset.seed, skip_corrupt=dataset.skip_corrupt)
+        layout = "train/ val/ test/ folders" if scan.layout == "folders" else "split with dataset.seed"
+        skipped = f"; {len(scan.skipped)} unreadable files skipped" if scan.skipped else ""
+        print(f"# data: {scan.images:,} images in {len(scan.classes)} classes ({len(scan.train):,} train, "
+              f"{len(scan.val):,} val, {len(scan.test):,} test; {layout}){skipped}")
     print(f"# ok: {describe_trials(spec)}, {spec.search.algorithm} search, tracking in {resolve_uri(spec.tracking.uri)}")
     return 0
 

@@ -505,7 +505,6 @@ def _model_problems(spec: Spec, context: Mapping[str, Any]) -> list[str]:
     """A model the search can pick but cannot build: a plug-in that cannot be imported or does not take
     its parameters, a parameter no model takes, pretrained weights that are not on disk, images too
     small for an architecture."""
-    from hpsearch.trainables.plugins import check_model_factory
     from hpsearch.trainables.zoo import model_problem
 
     problems: list[str] = []
@@ -515,24 +514,31 @@ def _model_problems(spec: Spec, context: Mapping[str, Any]) -> list[str]:
     for model, parameters, where in _model_options(spec):
         if not isinstance(model, str) or model_problem(model):
             continue  # reported with the value itself
-        if is_factory(model):
-            if context.get("check_data") is not False:
-                problems += [f"{where}: {problem}" for problem in check_model_factory(model, parameters, paths=paths)]
-            continue
-        if parameters:
-            problems.append(f"{where}: {sorted(parameters)} are not hpsearch settings, and model {model!r} takes "
-                            f"no plug-in parameters; set them under a plug-in model's branch of the space")
-        if pretrained and model.startswith(("torchvision.", "timm.")) and context.get("check_data") is not False:
-            from hpsearch.trainables.zoo import weights_problem
-
-            problem = weights_problem(model, spec.train.weights_path)
-            if problem:
-                problems.append(f"{'train.pretrained' if spec.train.pretrained else where}: {problem}")
-        if not problems and context.get("check_data") is not False:
-            problem = _shape_problem(spec, model)
-            if problem:
-                problems.append(f"{where}: {problem}")
+        problems += [f"{where}: {problem}" for problem in _one_model_problems(
+            spec, model, parameters, pretrained=pretrained, paths=paths, check=context.get("check_data") is not False)]
     return problems
+
+
+def _one_model_problems(spec: Spec, model: str, parameters: set[str], *, pretrained: bool, paths: list[str],
+                        check: bool) -> list[str]:
+    from hpsearch.trainables.plugins import check_model_factory
+    from hpsearch.trainables.zoo import NO_WEIGHTS, ZOOS_PREFIXES, weights_problem
+
+    if pretrained and not model.startswith(ZOOS_PREFIXES):
+        return [NO_WEIGHTS.format(model=model)]
+    if is_factory(model):
+        return check_model_factory(model, parameters, paths=paths) if check else []
+    if parameters:
+        return [f"{sorted(parameters)} are not hpsearch settings, and model {model!r} takes no plug-in parameters; "
+                f"set them under a plug-in model's branch of the space"]
+    if not check:
+        return []
+    if pretrained:
+        problem = weights_problem(model, spec.train.weights_path)
+        if problem:
+            return [problem]
+    problem = _shape_problem(spec, model)
+    return [problem] if problem else []
 
 
 BUILTIN_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}

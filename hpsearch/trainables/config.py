@@ -103,9 +103,6 @@ class TrainConfig(BaseModel):
             raise ValueError("lr_schedule 'onecycle' warms up by itself; set warmup_epochs to 0")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})")
-        if self.pretrained and not self.model.startswith(("torchvision.", "timm.")):
-            raise ValueError(f"pretrained: model {self.model!r} has no published weights; pretrained applies to "
-                             f"torchvision.NAME and timm.NAME models")
         if self.lr_schedule == "plateau" and self.gamma == 1.0:
             raise ValueError("lr_schedule 'plateau' needs gamma < 1 (the factor it cuts the lr by)")
         return self

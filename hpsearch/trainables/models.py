@@ -23,6 +23,8 @@ def build_model(config: TrainConfig, *, input_shape: InputShape, num_classes: in
     from hpsearch.trainables import zoo
     from hpsearch.trainables.plugins import is_factory
 
+    if config.pretrained and not config.model.startswith(zoo.ZOOS_PREFIXES):
+        raise ValueError(zoo.NO_WEIGHTS.format(model=config.model))
     if config.model in MODELS:
         model = MODELS.get(config.model)(config, input_shape=input_shape, num_classes=num_classes)
     elif is_factory(config.model):

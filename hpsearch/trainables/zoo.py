@@ -18,7 +18,9 @@ from torch import nn
 
 from hpsearch._suggest import did_you_mean
 
-ZOOS = ("torchvision", "timm")
+ZOOS_PREFIXES = ("torchvision.", "timm.")
+NO_WEIGHTS = ("pretrained: model {model!r} has no published weights; pretrained applies to torchvision.NAME and "
+              "timm.NAME models")
 HEAD_ATTRIBUTE = "_hpsearch_head"  # the name of the module that is the classifier head, set on the model
 
 
@@ -78,9 +80,12 @@ def weights_problem(name: str, weights_path: str | None) -> str | None:
     except (ValueError, KeyError) as error:
         return f"model {name!r} has no published weights ({error})"
     if not path.is_file():
-        where = "weights_path" if weights_path else f"torch hub's cache ($TORCH_HOME/hub/checkpoints)"
-        return (f"pretrained weights of {name} not found: looked for {path} ({where}); put the file there "
-                f"(torchvision downloads it there on a machine with internet), or set weights_path")
+        where = "weights_path" if weights_path else "torch hub's cache, $TORCH_HOME/hub/checkpoints"
+        fetch = (f"python -c \"import torchvision; torchvision.models.get_model('{name.partition('.')[2]}', "
+                 f"weights='DEFAULT')\" downloads it there" if name.startswith("torchvision.") and not weights_path
+                 else "copy the file there")
+        return (f"pretrained weights of {name} not found: looked for {path} ({where}); {fetch} (on a machine with "
+                f"internet), or set weights_path")
     return None
 
 

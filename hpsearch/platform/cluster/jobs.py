@@ -67,11 +67,21 @@ def prepare_submission(source: str, *, overrides: list[str] | tuple[str, ...] = 
     spec = load_spec(source, overrides=overrides, tracking_uri=tracking_uri)
     runtime_env: dict[str, Any] = {"env_vars": dict(STOP_SETTINGS)}
     path = Path(source)
+    notes: list[str] = []
     if path.is_file():  # the spec's folder travels with it: files it names by relative path come along
         runtime_env["working_dir"] = str(path.resolve().parent)
+        runtime_env.update(_plugin_packages(spec, path.resolve().parent))
     # A built-in spec goes by name: it is installed with hpsearch on every node.
     command = ["hpsearch", "run", path.name if path.is_file() else source]
     command += [argument for override in overrides for argument in ("--set", override)]
+    if spec.dataset.root and path.is_file():
+        # The nodes read the data where they share it; a folder beside the spec is not uploaded with it.
+        command += ["--set", f"dataset.root={spec.dataset.root}"]
+        inside = _relative_inside(Path(spec.dataset.root), path.resolve().parent)
+        if inside not in (None, "."):
+            runtime_env["excludes"] = [f"/{inside}"]
+            notes.append(f"note: dataset.root {spec.dataset.root} is inside the spec's folder; it is not uploaded "
+                         f"with the job, so every node must see it at that path (docs/cluster.md: placing data)")
     uri = tracking_uri or spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
     clean_uri, login = _without_login(uri) if uri else (None, {})
     if clean_uri:
@@ -80,7 +90,32 @@ def prepare_submission(source: str, *, overrides: list[str] | tuple[str, ...] = 
     if storage:
         command += ["--storage", storage]
     return Submission(spec=spec, entrypoint=shlex.join(command), runtime_env=runtime_env, tracking_uri=clean_uri,
-                      notes=_notes(clean_uri, login))
+                      notes=tuple(notes) + _notes(clean_uri, login))
+
+
+def _plugin_packages(spec: "Spec", folder: Path) -> dict[str, Any]:
+    """`py_modules` for the packages a spec lists under `plugins` outside its own folder (which
+    travels as the working directory); a plain folder or module outside it cannot travel."""
+    from hpsearch.search_spaces.spec import SpecError
+
+    packages = []
+    for entry in spec.plugins:
+        target = (folder / Path(entry).expanduser()).resolve()
+        if _relative_inside(target, folder) is not None:
+            continue
+        if not (target / "__init__.py").is_file():
+            raise SpecError([f"plugins: {entry!r} is outside the spec's folder and is not a package (a folder "
+                             f"with __init__.py); submit ships the spec's folder and packages: move it beside "
+                             f"the spec, or make it a package"])
+        packages.append(str(target))
+    return {"py_modules": packages} if packages else {}
+
+
+def _relative_inside(path: Path, folder: Path) -> str | None:
+    try:
+        return path.resolve().relative_to(folder).as_posix()
+    except ValueError:
+        return None
 
 
 def _without_login(uri: str) -> tuple[str, dict[str, str]]:
