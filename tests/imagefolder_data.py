@@ -81,3 +81,18 @@ def write_zoo_weights(torch_home: Path, *names: str) -> dict[str, Path]:
             torch.save(torchvision.models.get_model(name, weights=None).state_dict(), path)
         written[name] = path
     return written
+
+
+def write_sklearn_digits_tree(root: Path, *, per_class: int, size: int = 16, rgb: bool = False) -> Path:
+    """An ImageFolder tree of scikit-learn's 8x8 digits, scaled to `size` px: real images that need
+    no data beside the repository."""
+    from hpsearch.trainables.data import DATASETS
+
+    raw = DATASETS.get("digits")(root="", download=False)
+    images = np.concatenate([raw.train_images, raw.test_images])[:, 0]
+    labels = np.concatenate([raw.train_labels, raw.test_labels])
+    scaled = (images.astype(np.float32) * (255 / 16)).round().astype(np.uint8)  # digits' pixels are 0-16
+    big = np.stack([np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+                    for image in scaled])
+    write_tree(root, big, labels, per_class=per_class, rgb=rgb)
+    return root

@@ -143,7 +143,7 @@ class DatasetSpec(_Frozen):
         problems: list[str] = []
         # Set to something other than its default (a dumped spec writes every default).
         chosen = {key for key in self.model_fields_set if getattr(self, key) != type(self).model_fields[key].default}
-        if self.factory is not None and "name" in chosen:
+        if self.factory is not None and "name" in self.model_fields_set:
             problems.append(f"dataset.name: {self.name!r} and dataset.factory {self.factory!r} both name the "
                             f"dataset; keep one")
         if not self.is_image_source:

@@ -49,6 +49,8 @@ def model_problem(name: object) -> str | None:
             return f"unknown model {name!r}: timm has no model {builder!r}{did_you_mean(builder, timm.list_models())}"
         return None
     known = MODELS.names()
+    if name in torchvision_models():
+        return f"unknown model {name!r}; known: {known}; torchvision's is written 'torchvision.{name}'"
     return (f"unknown model {name!r}; known: {known}{did_you_mean(name, known)}; or torchvision.NAME "
             f"(e.g. torchvision.resnet50; `hpsearch list models`), timm.NAME, or a plug-in package.module:function")
 

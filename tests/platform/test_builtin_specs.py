@@ -8,11 +8,17 @@ from hpsearch import query
 from hpsearch.platform.search import planned_trials, run_search
 from hpsearch.search_spaces.spec import builtin_specs, load_spec
 from tests.conftest import shared_mnist_root
+from tests.imagefolder_data import write_sklearn_digits_tree, write_zoo_weights
 
 
 @pytest.mark.parametrize("name", builtin_specs())
-def test_builtin_spec_validates(name):
-    spec = load_spec(name)
+def test_builtin_spec_validates(name, tmp_path, monkeypatch):
+    overrides = []
+    if name == "imagefolder-finetune":  # your own images, and torchvision's weights on disk
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        write_zoo_weights(tmp_path / "torch", "resnet18", "mobilenet_v3_small")
+        overrides = [f"dataset.root={write_sklearn_digits_tree(tmp_path / 'images', per_class=6, rgb=True)}"]
+    spec = load_spec(name, overrides=overrides)
     assert spec.name == name and planned_trials(spec) >= 8
     assert any(param.branches for param in spec.space.params), "built-in specs show off a conditional space"
 
