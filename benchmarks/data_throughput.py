@@ -10,7 +10,7 @@ image) with train/ val/ test/ folders, so that both sides read exactly the same 
    normalized in the main process). Same model (the same factory), Adam at lr 1e-3, batch size, thread
    count and files. Each side's epoch is a training pass and a validation pass (batches of 256, no
    gradients), timed as a whole, wall clock; images/s = training images / epoch seconds. One warm-up
-   epoch each, then epochs alternate (bare, hpsearch, ...) so drift in the machine's speed hits both
+   epoch each, then epochs alternate (bare, hpsearch, hpsearch, bare, ...) so drift in the machine's speed hits both
    alike; the medians are compared. `ratio` = hpsearch / bare; the target is >= 0.95. The training
    pass alone is reported too (`train_ratio`: hpsearch's own images_per_second against the bare loop's
    training pass).
@@ -28,7 +28,7 @@ per-image work alone.
 
 Usage: python benchmarks/data_throughput.py [--mnist-root ../shared/data] [--images 3000] [--image-size 64]
                                             [--file-size 80] [--workers 2] [--threads 1] [--batch-size 64]
-                                            [--model cnn] [--rounds 3] [--skip-memory]
+                                            [--model cnn] [--rounds 5] [--skip-memory]
                                             [--baseline-persistent]
 Last line: key=value pairs.
 """
@@ -155,17 +155,27 @@ def throughput(root: Path, args) -> dict[str, float]:
     config = train_config(args)
     session = TrainingSession(config, data=data)
     bare = BareLoop(root, config, data, args)
-    if len(bare.train_set) != len(data.train) or len(bare.val_set) != len(data.val):
-        raise SystemExit(f"the two sides read different files: torchvision {len(bare.train_set)}/{len(bare.val_set)}, "
-                         f"hpsearch {len(data.train)}/{len(data.val)} (train/val)")
+    for name, theirs_set, ours_split in (("train", bare.train_set, data.train), ("val", bare.val_set, data.val)):
+        files = {os.path.realpath(path) for path, _ in theirs_set.samples}
+        if files != {os.path.realpath(os.fsdecode(path)) for path in ours_split.dataset.split.paths}:
+            raise SystemExit(f"the two sides read different {name} files: torchvision {len(theirs_set)}, "
+                             f"hpsearch {len(ours_split)}")
     images = len(data.train)
     ours, theirs, ours_train, theirs_train = [], [], [], []
+
+    def timed_hpsearch() -> tuple[float, dict]:
+        started = time.perf_counter()
+        metrics = session.run_epoch()
+        return time.perf_counter() - started, metrics
+
     try:
         for epoch in range(args.rounds + 1):  # epoch 0 of each warms up loaders, caches and allocators
-            epoch_s, train_s = bare.run_epoch()
-            started = time.perf_counter()
-            metrics = session.run_epoch()
-            ours_s = time.perf_counter() - started
+            if epoch % 2:  # which side goes first alternates too: ABBA
+                ours_s, metrics = timed_hpsearch()
+                epoch_s, train_s = bare.run_epoch()
+            else:
+                epoch_s, train_s = bare.run_epoch()
+                ours_s, metrics = timed_hpsearch()
             print(f"  epoch {epoch}{' (warm-up)' if not epoch else ''}: bare {images / epoch_s:,.0f} images/s "
                   f"(training pass {images / train_s:,.0f}), hpsearch {images / ours_s:,.0f} images/s "
                   f"(training pass {metrics['images_per_second']:,.0f})", flush=True)
@@ -257,7 +267,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--model", default="cnn")
-    parser.add_argument("--rounds", type=int, default=3, help="timed epochs of each side, after one warm-up")
+    parser.add_argument("--rounds", type=int, default=5, help="timed epochs of each side, after one warm-up")
     parser.add_argument("--skip-memory", action="store_true", help="throughput only")
     parser.add_argument("--baseline-persistent", action="store_true",
                         help="the bare loop keeps its loader processes between passes, as hpsearch does")

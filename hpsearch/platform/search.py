@@ -172,8 +172,12 @@ def _shared(spec: Spec) -> dict[str, Any]:
     dataset = spec.dataset.model_dump()
     if dataset["root"] is not None:
         dataset["root"] = str(Path(dataset["root"]).expanduser().resolve())
+    import torch
+
     shared = {"dataset": dataset, "train": spec.train.model_dump(), "metric": spec.search.metric,
-              "mode": spec.search.mode, "cpus": spec.resources.cpus, "plugin_paths": tuple(spec.plugin_paths)}
+              "mode": spec.search.mode, "cpus": spec.resources.cpus, "plugin_paths": tuple(spec.plugin_paths),
+              # Where validate found the pretrained weights: trials read them there too, where it exists.
+              "hub_dir": torch.hub.get_dir()}
     if not spec.dataset.is_image_source:
         for key in ("factory", "args", *IMAGE_DATASET_FIELDS):
             dataset.pop(key, None)
@@ -335,10 +339,11 @@ def _evaluate_best(spec: Spec, best: dict[str, Any], client, *, local: bool) -> 
         import torch
 
         gpu = spec.resources.gpus > 0 and torch.cuda.is_available()
-        evaluation = evaluate_remote(*arguments, device="cuda" if gpu else "cpu", plugin_paths=shared["plugin_paths"])
+        evaluation = evaluate_remote(*arguments, device="cuda" if gpu else "cpu", plugin_paths=shared["plugin_paths"],
+                                     hub_dir=shared["hub_dir"])
     else:
         task = ray.remote(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus)(evaluate_remote)
-        evaluation = ray.get(task.remote(*arguments, plugin_paths=shared["plugin_paths"]))
+        evaluation = ray.get(task.remote(*arguments, plugin_paths=shared["plugin_paths"], hub_dir=shared["hub_dir"]))
     tracking.log_test_evaluation(client, best["run_id"], metrics=evaluation.metrics, confusion=evaluation.confusion)
     return evaluation.metrics
 

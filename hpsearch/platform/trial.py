@@ -31,6 +31,7 @@ class SearchTrial(tune.Trainable):
         # Where this trial runs: the tracker tags the run with it and uploads checkpoints from there.
         self._node_id = ray.get_runtime_context().get_node_id()
         add_paths(shared.get("plugin_paths", ()))
+        use_hub_dir(shared.get("hub_dir"))
         torch.set_num_threads(training_threads(shared))
         self._session: TrainingSession | None = None
         self._start(config)
@@ -87,6 +88,13 @@ class SearchTrial(tune.Trainable):
         self._best_value, self._best_epoch = state["best_value"], state["best_epoch"]
 
 
+def use_hub_dir(hub_dir: str | None) -> None:
+    """Read zoo weights from the driver's torch hub cache where this node has that folder (a shared or
+    identical path); else from the node's own."""
+    if hub_dir and Path(hub_dir).is_dir():
+        torch.hub.set_dir(hub_dir)
+
+
 def training_threads(shared: Mapping[str, Any]) -> int:
     """A trial's torch threads: its cpus, less those its loader processes take."""
     workers = int(shared["dataset"].get("workers") or 0)
@@ -105,11 +113,12 @@ def make_trainable(shared: Mapping[str, Any], *, cpus: float, gpus: float):
 
 
 def evaluate_remote(config_json: str, model_bytes: bytes, dataset: Mapping[str, Any], cpus: float,
-                    device: str | None = None, plugin_paths: tuple[str, ...] = ()):
+                    device: str | None = None, plugin_paths: tuple[str, ...] = (), hub_dir: str | None = None):
     """The test evaluation of a best trial, in this process or as a Ray task wherever Ray places it."""
     from hpsearch.trainables.evaluate import evaluate_on_test
 
     add_paths(plugin_paths)
+    use_hub_dir(hub_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cpus)))
     try:

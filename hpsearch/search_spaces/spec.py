@@ -486,18 +486,29 @@ def _mentions_plugin_model(raw: Any) -> bool:
     return False
 
 
-def _model_options(spec: Spec) -> list[tuple[str, set[str], str]]:
-    """(model, plug-in parameters it is searched with, where) for every model the search can build."""
-    extras = lambda space: {p.name for p in space.walk() if p.name not in TrainConfig.model_fields}  # noqa: E731
+def _model_options(spec: Spec) -> list[tuple[str, set[str], str, bool]]:
+    """(model, plug-in parameters it is searched with, where, whether it may be pretrained) for every
+    model the search can build."""
+    def extras(space: SearchSpace) -> set[str]:
+        return {p.name for p in space.walk() if p.name not in TrainConfig.model_fields}
+
+    def pretrained(space: SearchSpace) -> bool | None:
+        values = [value for p in space.walk() if p.name == "pretrained" for value in p.values]
+        return (True in values) if values else None
+
     fixed = set(spec.train.model_args)
     model_param = next((p for p in spec.space.params if p.name == "model"), None)
-    outside = SearchSpace(tuple(p for p in spec.space.params if p.name != "model"))
     if model_param is None:
-        return [(spec.train.model, fixed | extras(spec.space), "train.model")]
+        searched = pretrained(spec.space)
+        return [(spec.train.model, fixed | extras(spec.space), "train.model",
+                 spec.train.pretrained if searched is None else searched)]
+    outside = SearchSpace(tuple(p for p in spec.space.params if p.name != "model"))
     options = []
     for value in model_param.values:
         branch = (model_param.branches or {}).get(value, SearchSpace())
-        options.append((value, fixed | extras(outside) | extras(branch), f"{model_param.path}"))
+        searched = pretrained(SearchSpace(outside.params + branch.params))
+        options.append((value, fixed | extras(outside) | extras(branch), model_param.path,
+                        spec.train.pretrained if searched is None else searched))
     return options
 
 
@@ -509,9 +520,7 @@ def _model_problems(spec: Spec, context: Mapping[str, Any]) -> list[str]:
 
     problems: list[str] = []
     paths = spec.plugin_paths
-    pretrained = spec.train.pretrained or any(
-        p.name == "pretrained" and True in p.values for p in spec.space.walk())
-    for model, parameters, where in _model_options(spec):
+    for model, parameters, where, pretrained in _model_options(spec):
         if not isinstance(model, str) or model_problem(model):
             continue  # reported with the value itself
         problems += [f"{where}: {problem}" for problem in _one_model_problems(

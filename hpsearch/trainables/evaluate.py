@@ -23,7 +23,8 @@ def evaluate_on_test(config: TrainConfig, model_state: Mapping[str, torch.Tensor
     """Load the weights into `config`'s model and evaluate it once on the test split."""
     if isinstance(model_state, bytes):
         model_state = torch.load(io.BytesIO(model_state), map_location=device, weights_only=True)
-    session = ModelSession(config, data=data, device=device)
+    # The checkpoint holds every weight: a zoo model is built without reading its pretrained file again.
+    session = ModelSession(config.model_copy(update={"pretrained": False}), data=data, device=device)
     try:
         session.model.load_state_dict(model_state)
         confusion = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long)

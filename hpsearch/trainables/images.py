@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -77,7 +78,7 @@ def _scan(root: str, val_fraction: float, test_fraction: float, seed: int, skip_
           check_headers: bool) -> FolderScan:
     base = Path(root)
     if not base.exists():
-        raise DataError(f"dataset.root: {root} does not exist")
+        raise DataError(f"dataset.root: {root} does not exist; set it to the folder that holds your class folders")
     if not base.is_dir():
         raise DataError(f"dataset.root: {root} is a file, not a folder of class folders")
     present = [name for name in SPLIT_FOLDERS if (base / name).is_dir()]
@@ -94,7 +95,7 @@ def _scan(root: str, val_fraction: float, test_fraction: float, seed: int, skip_
                 raise DataError(f"dataset.root: {base / name} has classes that differ from {base / 'train'}: "
                                 + "; ".join(part for part in (
                                     f"missing {missing}" if missing else "", f"not in train: {extra}" if extra else "")
-                                            if part))
+                                            if part) + "; every split folder holds the same class folders")
         train = _folder_split(*splits["train"][1:])
         val = _folder_split(*splits["val"][1:]) if "val" in splits else None
         test = _folder_split(*splits["test"][1:]) if "test" in splits else None
@@ -136,10 +137,15 @@ def _list_classes(folder: Path, skip_corrupt: bool, check_headers: bool,
     labels: list[int] = []
     for index, name in enumerate(classes):
         files = _image_files(folder / name)
+        unreadable = 0
         if check_headers:
             readable = [_readable(path, skip_corrupt) for path in files]
             skipped.extend(os.fsdecode(path) for path, ok in zip(files, readable) if not ok)
+            unreadable = readable.count(False)
             files = [path for path, ok in zip(files, readable) if ok]
+        if not files and unreadable:
+            raise DataError(f"dataset.root: class folder {folder / name} holds no readable images ({unreadable} "
+                            f"unreadable files skipped); fix them, or remove the folder")
         if not files:
             raise DataError(f"dataset.root: class folder {folder / name} holds no images "
                             f"({', '.join(IMAGE_EXTENSIONS)}); remove it or add images")
@@ -170,13 +176,16 @@ def _readable(path: bytes, skip_corrupt: bool) -> bool:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         if skip_corrupt:
             return False
-        raise DataError(f"{os.fsdecode(path)}: not a readable image ({_reason(error)}); fix or remove it, "
+        raise DataError(f"{os.fsdecode(path)}: not a readable image ({_reason(error, path)}); fix or remove it, "
                         f"or set dataset.skip_corrupt: true to skip unreadable files") from None
 
 
-def _reason(error: BaseException) -> str:
+def _reason(error: BaseException, path: bytes | str) -> str:
+    """Why Pillow could not read a file, without the file's name (the message names it first)."""
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return text.replace(os.fsdecode(getattr(error, "filename", "") or "\0"), "").strip(" :'\"") or type(error).__name__
+    for name in {os.fsdecode(path), os.fsdecode(getattr(error, "filename", "") or "")} - {""}:
+        text = text.replace(f"'{name}'", "").replace(name, "")
+    return text.strip(" :'\"") or type(error).__name__
 
 
 def _folder_split(paths: Sequence[bytes], labels: Sequence[int]) -> FolderSplit:
@@ -215,7 +224,7 @@ class Decoder:
                 image = image.convert("L" if self.channels == 1 else "RGB")
                 image = _resize_and_crop(image, self.image_size)
         except (OSError, ValueError, SyntaxError) as error:
-            raise DataError(f"{path}: not a readable image ({_reason(error)}); fix or remove it, or set "
+            raise DataError(f"{path}: not a readable image ({_reason(error, path)}); fix or remove it, or set "
                             f"dataset.skip_corrupt: true to skip unreadable files") from None
         return pil_to_tensor(image)
 
@@ -269,9 +278,9 @@ class ItemConverter:
     """
 
     def __init__(self, dataset: torch.utils.data.Dataset, *, name: str, channels: int | None,
-                 image_size: int | None, skip_corrupt: bool) -> None:
+                 image_size: int | None, skip_corrupt: bool, num_classes: int) -> None:
         self.dataset, self.name, self.skip_corrupt = dataset, name, skip_corrupt
-        self.channels, self.image_size = channels, image_size
+        self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -284,7 +293,11 @@ class ItemConverter:
                 return None
             raise DataError(f"{self.name}[{index}]: could not be read ({type(error).__name__}: "
                             f"{str(error).splitlines()[0] if str(error) else ''})") from None
-        return self.convert(image, index), int(label)
+        label = int(label)
+        if not 0 <= label < self.num_classes:
+            raise DataError(f"{self.name}[{index}]: label {label} is not one of the {self.num_classes} classes "
+                            f"(0 to {self.num_classes - 1})")
+        return self.convert(image, index), label
 
     def convert(self, image: Any, index: int) -> torch.Tensor:
         from PIL import Image
@@ -348,6 +361,31 @@ def loader(dataset: torch.utils.data.Dataset, *, batches: Any, workers: int, pin
         prefetch_factor=4 if workers else None, worker_init_fn=_worker_init if workers else None,
         persistent_workers=persistent and workers > 0,
         multiprocessing_context="fork" if workers and _can_fork() else None)
+
+
+def worker_error(error: Exception) -> Exception:
+    """An error a loader process raised, as one line: the DataLoader re-raises it with the worker's
+    whole traceback in its message, whose last line is the error itself."""
+    lines = str(error).strip().splitlines()
+    if len(lines) > 1 and lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        last = lines[-1]
+        if isinstance(error, DataError):
+            return DataError(re.sub(r"^[\w.]*DataError: ", "", last))
+        return DataError(f"a loader process failed: {last}")
+    return error
+
+
+def batches_of(made: torch.utils.data.DataLoader):
+    """The loader's batches; an error of a loader process comes out as one line (`worker_error`)."""
+    batches = iter(made)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as error:  # noqa: BLE001  (whatever a loader process raised)
+            raise worker_error(error) from None
+        yield batch
 
 
 def in_order(count: int, batch_size: int) -> list[range]:

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from hpsearch.trainables.data import DatasetSplits, Split, StreamedSplit
-from hpsearch.trainables.images import (DataError, Decoder, FolderDataset, ItemConverter, channel_statistics, in_order, loader,
-                                        scan_imagefolder)
+from hpsearch.trainables.images import (DataError, Decoder, FolderDataset, ItemConverter, batches_of, channel_statistics,
+                                        in_order, loader, scan_imagefolder)
 from hpsearch.trainables.plugins import PluginError, import_factory
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of decoded images a trial may hold in memory (dataset.memory_budget)
@@ -115,15 +115,12 @@ def _factory_splits(reference: str, args: Mapping[str, Any], *, channels: int | 
         if len(dataset) == 0:
             raise PluginError(f"dataset {reference!r}: its {part} split is empty")
         splits[part] = ItemConverter(dataset, name=f"{reference} {part}", channels=channels, image_size=image_size,
-                                     skip_corrupt=skip_corrupt)
+                                     skip_corrupt=skip_corrupt, num_classes=len(classes))
     first = next((item for item in (splits["train"][index] for index in range(min(len(splits["train"]), 16)))
                   if item is not None), None)
     if first is None:
         raise PluginError(f"dataset {reference!r}: none of its first training items could be read")
     splits["shape"] = tuple(int(size) for size in first[0].shape)
-    labels = {first[1]}
-    if not all(0 <= label < len(classes) for label in labels):
-        raise PluginError(f"dataset {reference!r}: label {first[1]} is outside the {len(classes)} classes")
     return splits
 
 
@@ -137,8 +134,8 @@ def _decode_all(dataset, shape: tuple[int, ...], *, workers: int) -> tuple[Split
     images = torch.empty((len(dataset), *shape), dtype=torch.uint8)
     labels = torch.empty(len(dataset), dtype=torch.long)
     filled = skipped = 0
-    for batch, targets, dropped in loader(dataset, batches=in_order(len(dataset), DECODE_BATCH), workers=workers,
-                                          pin_memory=False):
+    made = loader(dataset, batches=in_order(len(dataset), DECODE_BATCH), workers=workers, pin_memory=False)
+    for batch, targets, dropped in batches_of(made):
         if len(batch) and tuple(batch.shape[1:]) != tuple(shape):
             raise DataError(f"images of shape {tuple(batch.shape[1:])} where {tuple(shape)} was expected; set "
                             f"dataset.image_size so that every image is resized to one size")

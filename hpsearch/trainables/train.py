@@ -45,7 +45,7 @@ class ModelSession:
         self._mean = torch.tensor(data.mean, device=self.device).view(shape)
         self._std = torch.tensor(data.std, device=self.device).view(shape)
         self._loaders: dict[int, Any] = {}  # streamed splits' loaders, their processes kept between epochs
-        self.skipped = 0  # unreadable images the loaders dropped (dataset.skip_corrupt)
+        self.skipped = 0  # unreadable images the loaders dropped this epoch (dataset.skip_corrupt)
 
     def batches(self, split: AnySplit, batch_size: int, order: torch.Tensor | None = None):
         """(uint8 images, labels) on the device, `batch_size` at a time, in `order` (None: as stored)."""
@@ -57,7 +57,7 @@ class ModelSession:
         yield from self._streamed(split, batch_size, order)
 
     def _streamed(self, split: StreamedSplit, batch_size: int, order: torch.Tensor | None):
-        from hpsearch.trainables.images import loader
+        from hpsearch.trainables.images import batches_of, loader
 
         key = id(split)
         entry = self._loaders.get(key)
@@ -69,7 +69,7 @@ class ModelSession:
         made, _, sampler = entry
         sampler.order = order
         non_blocking = self.device.type == "cuda"
-        for images, labels, dropped in made:
+        for images, labels, dropped in batches_of(made):
             self.skipped += dropped
             if len(labels):
                 yield images.to(self.device, non_blocking=non_blocking), labels.to(self.device, non_blocking=non_blocking)
@@ -140,6 +140,7 @@ class TrainingSession(ModelSession):
     def run_epoch(self) -> Metrics:
         """Train one pass over the training split, then evaluate on the validation split."""
         started = time.perf_counter()
+        self.skipped = 0
         self.model.train()
         order = torch.randperm(len(self._train), generator=self.batch_order)
         if isinstance(self._train, Split):

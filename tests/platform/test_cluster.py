@@ -16,6 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from ray.util.state import list_tasks  # over the dashboard's HTTP API: no Ray in this process
 
+from tests.imagefolder_data import write_sklearn_digits_tree
 from tests.platform.cluster_fixtures import (VENV_BIN, cluster_env, local_cluster, postgres,  # noqa: F401
                                              start_tracking_server)
 
@@ -27,10 +28,10 @@ SLOW_CNN = {"model": "cnn", "channels": 96, "depth": 3, "batch_size": 8}
 
 
 def _write_spec(folder: Path, *, name: str, trials: int, epochs: int, max_failures: int = 1,
-                train: dict | None = None) -> Path:
+                train: dict | None = None, dataset: dict | None = None) -> Path:
     spec = {
         "name": name,
-        "dataset": {"name": "digits"},
+        "dataset": dataset or {"name": "digits"},
         "search": {"algorithm": "random", "metric": "val_accuracy", "mode": "max", "num_samples": trials,
                    "max_concurrent": 2, "seed": 0, "max_failures": max_failures},
         "resources": {"cpus": 1},
@@ -106,9 +107,31 @@ def test_cluster_listens_on_loopback_only(local_cluster):
     assert not exposed, f"the cluster listens beyond loopback: {exposed}"
 
 
+# A plug-in model beside the spec: `submit` ships the spec's folder, and every node imports it from there.
+PLUGIN = '''
+from torch import nn
+
+
+def slow_cnn(num_classes, in_channels, image_size, width=96):
+    """Three conv blocks of `width` filters: slow enough on 8x8 images that trials overlap."""
+    layers, channels = [], in_channels
+    for _ in range(3):
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
+        channels = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+'''
+
+
 def test_submitted_search_runs_on_both_nodes_and_tracks_through_the_server(local_cluster, tracking_server,
                                                                         tmp_path):
-    spec = _write_spec(tmp_path / "job", name="cluster-sqlite", trials=4, epochs=3)
+    # The nodes share this machine's disk: the images are where every node can read them, as on a
+    # cluster with a shared filesystem (docs/cluster.md).
+    images = write_sklearn_digits_tree(tmp_path / "shared" / "digits", per_class=60, size=8)
+    spec = _write_spec(tmp_path / "job", name="cluster-sqlite", trials=4, epochs=3,
+                       train={"model": "cluster_nets:slow_cnn", "batch_size": 8},
+                       dataset={"name": "imagefolder", "root": str(images), "image_size": 8, "channels": 1,
+                                "in_memory": False})
+    (spec.parent / "cluster_nets.py").write_text(PLUGIN)
 
     done = _run(_submit(spec, cluster=local_cluster, tracking_uri=tracking_server.uri), cwd=spec.parent,
                 timeout=300)
@@ -119,6 +142,10 @@ def test_submitted_search_runs_on_both_nodes_and_tracks_through_the_server(local
     client = MlflowClient(tracking_server.uri)
     runs = _trial_runs(client, "cluster-sqlite")
     assert len(runs) == 4
+    assert "data: 600 1x8x8 images in 10 classes" in done.stdout
+    for run in runs:  # every trial trained the plug-in, wherever it ran
+        config = Path(client.download_artifacts(run.info.run_id, "checkpoint/config.json", str(tmp_path / run.info.run_id)))
+        assert '"model": "cluster_nets:slow_cnn"' in config.read_text()
     nodes = {_node_of(run) for run in runs}
     assert nodes == {local_cluster.head_node_id[:12], local_cluster.worker_node_id[:12]}, nodes
     _assert_complete_trials(client, runs, epochs=3, server=tracking_server)

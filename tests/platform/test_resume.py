@@ -1,4 +1,7 @@
-"""Kill a real search's driver mid-way, resume it, and find no duplicate runs or steps in MLflow."""
+"""Kill a real search's driver mid-way, resume it, and find no duplicate runs or steps in MLflow.
+
+The search streams an ImageFolder tree of real PNG files and trains a plug-in model from the spec's
+folder: resume finds both again where the search found them."""
 from __future__ import annotations
 
 import os
@@ -15,20 +18,38 @@ from mlflow.tracking import MlflowClient
 from hpsearch.platform import query
 from hpsearch.platform.tracking import tags
 from tests.conftest import HPSEARCH, run_cli
+from tests.imagefolder_data import write_sklearn_digits_tree
 
 pytestmark = pytest.mark.e2e
 
 TRIALS, EPOCHS = 4, 30
 
 
+PLUGIN = '''
+from torch import nn
+
+
+def mlp(num_classes, in_channels, image_size, hidden=256, dropout=0.0):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, hidden), nn.ReLU(),
+                         nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+'''
+
+
 def _write_spec(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "models" / "resume_nets.py").write_text(PLUGIN)
+    write_sklearn_digits_tree(tmp_path / "images", per_class=100, size=8)
     spec = {
         "name": "resumable",
+        "dataset": {"name": "imagefolder", "root": str(tmp_path / "images"), "image_size": 8, "channels": 1,
+                    "in_memory": False},
         "search": {"algorithm": "random", "num_samples": TRIALS, "max_concurrent": 2, "seed": 3},
-        "train": {"epochs": EPOCHS, "model": "mlp", "hidden_sizes": [256, 256], "batch_size": 8},
+        "train": {"epochs": EPOCHS, "model": "resume_nets:mlp", "batch_size": 8},
+        "plugins": ["models"],
         "space": {"lr": {"loguniform": [0.0005, 0.005]}, "dropout": {"uniform": [0.0, 0.3]}},
     }
-    path = tmp_path / "resumable.yaml"
+    path = project / "resumable.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
 
