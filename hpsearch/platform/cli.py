@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = command("validate", _validate, "Check a spec and print it resolved, without running anything.")
     _spec_arguments(validate)
 
-    listing = command("list", _list, "List the built-in specs, or a registry: models, optimizers, schedulers, augmentations, initializations, datasets.")
+    listing = command("list", _list, "List the built-in specs, or a registry: models (torchvision's zoo included), "
+                                     "optimizers, schedulers, augmentations, initializations, datasets. Plug-in models "
+                                     "and datasets are named package.module:function.")
     listing.add_argument("what", nargs="?", default="specs",
                          choices=["specs", "models", "optimizers", "schedulers", "augmentations", "initializations",
                                   "datasets"])
@@ -171,9 +173,7 @@ def _list(args) -> int:
                  "initializations": trainables.INITIALIZATIONS,
                  "datasets": trainables.DATASETS}[args.what].names()
         if args.what == "models":  # and torchvision's classification zoo (timm's too, where installed)
-            names = trainables.list_models(zoo=True)
-        elif args.what == "datasets":
-            names = [*names, "(or a plug-in: dataset.factory: package.module:function)"]
+            names = sorted(trainables.list_models(zoo=True))
     print("\n".join(names))
     return 0
 

@@ -68,7 +68,8 @@ def weights_file(name: str, weights_path: str | None) -> Path:
         return Path(weights_path).expanduser()
     zoo, _, builder = name.partition(".")
     if zoo == "timm":
-        return Path(torch.hub.get_dir()) / "checkpoints" / f"timm-{builder}.pth"
+        raise ValueError("a timm model's pretrained weights are read from weights_path (timm itself keeps the ones "
+                         "it downloads in ~/.cache/huggingface)")
     import torchvision.models
 
     url = torchvision.models.get_model_weights(builder).DEFAULT.url
@@ -79,7 +80,9 @@ def weights_problem(name: str, weights_path: str | None) -> str | None:
     """Why the pretrained weights of `name` cannot be read, or None."""
     try:
         path = weights_file(name, weights_path)
-    except (ValueError, KeyError) as error:
+    except ValueError as error:
+        return f"pretrained {name}: {error}"
+    except KeyError as error:
         return f"model {name!r} has no published weights ({error})"
     if not path.is_file():
         where = "weights_path" if weights_path else "torch hub's cache, $TORCH_HOME/hub/checkpoints"
@@ -97,10 +100,15 @@ def build_zoo_model(config, *, input_shape: tuple[int, int, int], num_classes: i
     if zoo == "timm":
         import timm
 
-        model = timm.create_model(builder, pretrained=False, num_classes=num_classes, in_chans=channels,
-                                  drop_rate=config.dropout)
-        if config.pretrained:
-            _load_timm_weights(model, weights_file(config.model, config.weights_path))
+        options: dict[str, Any] = {}
+        if config.pretrained:  # timm reads the file, adapts the first conv to the channels, drops the old head
+            problem = weights_problem(config.model, config.weights_path)
+            if problem:
+                raise FileNotFoundError(problem)
+            options = {"pretrained": True,
+                       "pretrained_cfg_overlay": {"file": str(weights_file(config.model, config.weights_path))}}
+        model = timm.create_model(builder, num_classes=num_classes, in_chans=channels, drop_rate=config.dropout,
+                                  **options)
         setattr(model, HEAD_ATTRIBUTE, _timm_head(model))
         return model
     import torchvision.models
@@ -193,15 +201,6 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 def _timm_head(model: nn.Module) -> str:
     classifier = model.get_classifier()
     return next((name for name, module in model.named_modules() if module is classifier), "")
-
-
-def _load_timm_weights(model: nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights not found: looked for {path}; set weights_path")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    head = _timm_head(model)
-    state = {key: value for key, value in state.items() if not key.startswith(f"{head}.")}
-    model.load_state_dict(state, strict=False)
 
 
 def build_plugin_model(config, *, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:

@@ -16,13 +16,16 @@ def test_list_names_builtin_specs_and_registries(tmp_path, capsys, monkeypatch):
     expected = {"models": {"mlp", "lenet5", "cnn", "vgg", "inception", "resnet", "resnet18"},
                 "optimizers": {"sgd", "adam", "adamw", "rmsprop", "adagrad"},
                 "schedulers": {"none", "step", "cosine", "onecycle", "plateau"},
-                "augmentations": {"none", "light", "strong"},
+                "augmentations": {"none", "light", "strong", "resized_crop"},
                 "initializations": {"default", "kaiming", "xavier", "orthogonal"},
-                "datasets": {"digits", "mnist", "fashion_mnist", "cifar10"}}
+                "datasets": {"digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"}}
     monkeypatch.chdir(tmp_path)
     for what, names in expected.items():
         assert main(["list", what]) == 0
         listed = capsys.readouterr().out.split()
+        if what == "models":  # and torchvision's classification zoo
+            assert {"torchvision.resnet50", "torchvision.vit_b_16"} <= set(listed)
+            listed = [name for name in listed if not name.startswith(("torchvision.", "timm."))]
         assert set(listed) == names and listed == sorted(listed), what
     assert list(tmp_path.iterdir()) == []
 

@@ -226,3 +226,17 @@ def test_a_plugin_that_returns_no_module_fails_with_its_name(plugin: str) -> Non
     config = TrainConfig(model=f"{plugin}:not_a_model")
     with pytest.raises(TypeError, match=r"not_a_model' returned a str, not a torch.nn.Module"):
         build_model(config, input_shape=(1, 8, 8), num_classes=2)
+
+
+def test_a_timm_model_where_timm_is_installed(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm", reason="timm is an optional extra (pip install 'hpsearch[timm]')")
+    model = build_model(TrainConfig(model="timm.resnet18", freeze="backbone"), input_shape=(1, 28, 28), num_classes=5)
+    assert _output(model, (1, 28, 28)).shape == (2, 5)
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == {"fc.weight", "fc.bias"}
+    source = timm.create_model("resnet18")
+    torch.save(source.state_dict(), tmp_path / "resnet18.pth")
+    loaded = build_model(TrainConfig(model="timm.resnet18", pretrained=True, weights_path=str(tmp_path / "resnet18.pth")),
+                         input_shape=(1, 28, 28), num_classes=5)
+    assert torch.equal(loaded.layer4[0].conv1.weight, source.layer4[0].conv1.weight)
+    assert torch.allclose(loaded.conv1.weight, source.conv1.weight.sum(dim=1, keepdim=True))
+    assert "weights_path" in weights_problem("timm.resnet18", None)
