@@ -107,3 +107,17 @@ def test_the_best_trial_is_tested_once_and_its_checkpoint_reproduces_it(own_sear
     assert again.metrics["test_accuracy"] == pytest.approx(logged["test_accuracy"], abs=1e-9)
     assert again.metrics["test_loss"] == pytest.approx(logged["test_loss"], rel=1e-4)
     assert sum(map(sum, again.confusion)) == 40
+
+
+def test_the_dashboard_reads_the_search_like_any_other(own_search) -> None:
+    from hpsearch.dashboard import data, figures
+    from hpsearch.dashboard.source import RunSource
+
+    outcome, _, uri, _ = own_search
+    loaded = RunSource(uri).search(outcome.search_id)
+    trials = loaded.trials
+    assert len(trials) == 3 and set(trials["params.model"]) == {"mynets:lenet", "torchvision.resnet18"}
+    assert {"params.model", "params.width"} <= set(data.parameter_columns(trials))
+    figure = figures.parallel_coordinates(trials, metric="val_accuracy", mode="max")
+    assert len(figure.data[0].dimensions) >= 3
+    assert len(data.best_so_far(trials, metric="val_accuracy", mode="max")) == 3
