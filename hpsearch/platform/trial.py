@@ -91,7 +91,7 @@ class SearchTrial(tune.Trainable):
 def use_hub_dir(hub_dir: str | None) -> None:
     """Read zoo weights from the driver's torch hub cache where this node has that folder (a shared or
     identical path); else from the node's own."""
-    if hub_dir and Path(hub_dir).is_dir():
+    if hub_dir and hub_dir != torch.hub.get_dir() and Path(hub_dir).is_dir():
         torch.hub.set_dir(hub_dir)
 
 
