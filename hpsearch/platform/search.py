@@ -190,6 +190,8 @@ def _shared(spec: Spec) -> dict[str, Any]:
     add_paths(spec.plugin_paths)
     plan = plan_source(dataset.pop("name"), dataset)
     dataset.update(name=spec.dataset.name, mean=plan["mean"], std=plan["std"], in_memory=plan["in_memory"])
+    if spec.dataset.factory is None:  # every header was read here: trials leave out the same files, unread
+        dataset.update(check_headers=False, exclude=plan["skipped_files"])
     shared["plan"] = plan
     return shared
 

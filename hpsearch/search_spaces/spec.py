@@ -171,6 +171,8 @@ class DatasetSpec(_Frozen):
             return _dataset_factory_problems(self.factory, self.args, context.get("plugin_paths", ()))
         from hpsearch.trainables.images import DataError, scan_imagefolder
 
+        if context.get("remote") and not Path(self.root).exists():
+            return problems  # a folder the cluster's nodes share, not this machine: the job checks it there
         try:
             scan_imagefolder(self.root, val_fraction=self.val_fraction, test_fraction=self.test_fraction,
                              seed=self.seed, skip_corrupt=self.skip_corrupt)
@@ -524,12 +526,13 @@ def _model_problems(spec: Spec, context: Mapping[str, Any]) -> list[str]:
         if not isinstance(model, str) or model_problem(model):
             continue  # reported with the value itself
         problems += [f"{where}: {problem}" for problem in _one_model_problems(
-            spec, model, parameters, pretrained=pretrained, paths=paths, check=context.get("check_data") is not False)]
+            spec, model, parameters, pretrained=pretrained, paths=paths, check=context.get("check_data") is not False,
+            remote=bool(context.get("remote")))]
     return problems
 
 
 def _one_model_problems(spec: Spec, model: str, parameters: set[str], *, pretrained: bool, paths: list[str],
-                        check: bool) -> list[str]:
+                        check: bool, remote: bool = False) -> list[str]:
     from hpsearch.trainables.plugins import check_model_factory
     from hpsearch.trainables.zoo import NO_WEIGHTS, ZOOS_PREFIXES, weights_problem
 
@@ -542,7 +545,7 @@ def _one_model_problems(spec: Spec, model: str, parameters: set[str], *, pretrai
                 f"set them under a plug-in model's branch of the space"]
     if not check:
         return []
-    if pretrained:
+    if pretrained and not remote:  # a job's nodes read the weights from their own disks: checked there
         problem = weights_problem(model, spec.train.weights_path)
         if problem:
             return [problem]
@@ -602,11 +605,12 @@ def _check_train_value(name: str, value: Any) -> str | None:
 # --------------------------------------------------------------------------- loading
 
 def load_spec(source: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
-              tracking_uri: str | None = None) -> Spec:
+              tracking_uri: str | None = None, remote: bool = False) -> Spec:
     """Read a spec from a YAML file or a built-in name, apply `--set` overrides, validate it.
 
     Paths in a spec file (dataset.root, plugins) are relative to its folder, where its plug-ins are
-    imported from too."""
+    imported from too. `remote`: the spec runs elsewhere (`hpsearch submit`): a dataset folder or
+    pretrained weights that are not on this machine are checked where it runs."""
     raw = read_raw_spec(source)
     for override in overrides:
         apply_override(raw, override)
@@ -616,15 +620,16 @@ def load_spec(source: str | Path, *, overrides: list[str] | tuple[str, ...] = ()
             raw["tracking"]["uri"] = tracking_uri
     path = resolve_spec_path(source)
     builtin = path.parent == Path(str(resources.files(BUILTIN_PACKAGE)))
-    return validate_spec(raw, base_dir=None if builtin else path.resolve().parent)
+    return validate_spec(raw, base_dir=None if builtin else path.resolve().parent, remote=remote)
 
 
-def validate_spec(raw: Mapping[str, Any], *, base_dir: str | Path | None = None, check_data: bool = True) -> Spec:
+def validate_spec(raw: Mapping[str, Any], *, base_dir: str | Path | None = None, check_data: bool = True,
+                  remote: bool = False) -> Spec:
     """The spec `raw` describes, or SpecError. `base_dir`: the folder relative paths and plug-ins are
     found in; `check_data`: also read the dataset's folder and import its plug-ins (what validate does)."""
     base = Path(base_dir) if base_dir is not None else None
     listed = raw.get("plugins") if isinstance(raw.get("plugins"), list) else []
-    context = {"base_dir": base, "check_data": check_data,
+    context = {"base_dir": base, "check_data": check_data, "remote": remote,
                "plugin_paths": spec_paths(base, [entry for entry in listed if isinstance(entry, str)])}
     try:
         spec = Spec.model_validate(raw, context=context)

@@ -42,7 +42,8 @@ def _plan(key: str) -> dict[str, Any]:
     else:
         mean, std = channel_statistics(lambda index: _image(train, index), len(train), seed=settings.get("seed", 0))
     return {"classes": list(splits["classes"]), "shape": list(shape), "in_memory": bool(in_memory),
-            "mean": list(mean), "std": list(std), "decoded_bytes": decoded, "skipped": splits["skipped"],
+            "mean": list(mean), "std": list(std), "decoded_bytes": decoded, "skipped": len(splits["skipped"]),
+            "skipped_files": splits["skipped"],
             "sizes": {part: len(splits[part]) for part in ("train", "val", "test")}}
 
 
@@ -78,10 +79,11 @@ def _splits(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
                                image_size=image_size, skip_corrupt=skip)
     scan = scan_imagefolder(settings["root"], val_fraction=settings.get("val_fraction", 0.2),
                             test_fraction=settings.get("test_fraction", 0.1), seed=settings.get("seed", 0),
-                            skip_corrupt=skip)
+                            skip_corrupt=skip, check_headers=settings.get("check_headers", True),
+                            exclude=tuple(settings.get("exclude") or ()))
     channels, image_size = channels or 3, image_size or 224
     decoder = Decoder(channels=channels, image_size=image_size)
-    return {"classes": scan.classes, "shape": (channels, image_size, image_size), "skipped": len(scan.skipped),
+    return {"classes": scan.classes, "shape": (channels, image_size, image_size), "skipped": list(scan.skipped),
             **{part: FolderDataset(getattr(scan, part), decoder, skip_corrupt=skip) for part in ("train", "val", "test")}}
 
 
@@ -107,7 +109,7 @@ def _factory_splits(reference: str, args: Mapping[str, Any], *, channels: int | 
     classes = tuple(str(name) for name in classes)
     if len(classes) < 2:
         raise PluginError(f"dataset {reference!r} has {len(classes)} class names; a classifier needs at least two")
-    splits: dict[str, Any] = {"classes": classes, "skipped": 0}
+    splits: dict[str, Any] = {"classes": classes, "skipped": []}
     for part, dataset in zip(("train", "val", "test"), datasets):
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise PluginError(f"dataset {reference!r}: its {part} split is a {type(dataset).__name__}, not a "

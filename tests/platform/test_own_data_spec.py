@@ -233,3 +233,14 @@ def test_list_models_includes_torchvisions_zoo(capsys) -> None:
     assert main(["list", "models"]) == 0
     names = capsys.readouterr().out.split()
     assert {"cnn", "torchvision.resnet50", "torchvision.mobilenet_v3_small"} <= set(names)
+
+
+def test_submit_leaves_a_folder_only_the_cluster_has_to_the_cluster(tmp_path: Path, capsys) -> None:
+    spec = {"dataset": {"name": "imagefolder", "root": "/mnt/cluster-only/pets", "image_size": 32}}
+    path = _write(tmp_path, spec)
+    status, _, err = _validate(path, capsys)  # here, the folder must be here
+    _one_error(status, err, r"dataset.root: /mnt/cluster-only/pets does not exist")
+
+    submission = prepare_submission(str(path))  # submitted, the nodes read it
+    assert any("/mnt/cluster-only/pets is not on this machine" in note for note in submission.notes)
+    assert "--set dataset.root=/mnt/cluster-only/pets" in submission.entrypoint

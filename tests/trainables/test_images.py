@@ -175,6 +175,22 @@ def test_skip_corrupt_leaves_out_and_names_a_file_that_is_not_an_image(tmp_path:
     assert len(data.train) + len(data.val) + len(data.test) == 30
 
 
+def test_trials_leave_out_the_files_the_driver_skipped_without_reading_headers(tmp_path: Path, mnist) -> None:
+    write_tree(tmp_path / "tree", *mnist, per_class=10, classes=3)
+    bad = write_corrupt(tmp_path / "tree" / "one" / "broken.png")
+    driver = _scan_default(tmp_path / "tree", skip_corrupt=True)
+
+    # A trial: told what the driver skipped, it reads no header and splits the same files the same way.
+    trial = _scan_default(tmp_path / "tree", skip_corrupt=True, check_headers=False, exclude=driver.skipped)
+
+    assert trial.skipped == driver.skipped == (str(bad.resolve()),)
+    for part in ("train", "val", "test"):
+        assert np.array_equal(getattr(trial, part).paths, getattr(driver, part).paths), part
+    # Without the exclusion a trial would list the broken file: the header check is what found it.
+    unread = _scan_default(tmp_path / "tree", skip_corrupt=True, check_headers=False)
+    assert unread.images == 31
+
+
 def test_skip_corrupt_does_not_hide_a_class_with_no_readable_image(tmp_path: Path, mnist) -> None:
     write_tree(tmp_path / "tree", *mnist, per_class=4, classes=3)
     for path in (tmp_path / "tree" / "two").iterdir():

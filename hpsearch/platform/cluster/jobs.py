@@ -64,10 +64,13 @@ def prepare_submission(source: str, *, overrides: list[str] | tuple[str, ...] = 
     """Validate the spec here (SpecError: nothing is submitted) and build the job that runs it."""
     from hpsearch.search_spaces.spec import load_spec  # torch comes with it: not for `jobs`, `logs`, `stop`
 
-    spec = load_spec(source, overrides=overrides, tracking_uri=tracking_uri)
+    spec = load_spec(source, overrides=overrides, tracking_uri=tracking_uri, remote=True)
     runtime_env: dict[str, Any] = {"env_vars": dict(STOP_SETTINGS)}
     path = Path(source)
     notes: list[str] = []
+    if spec.dataset.root and spec.dataset.is_image_source and not Path(spec.dataset.root).exists():
+        notes.append(f"note: dataset.root {spec.dataset.root} is not on this machine; the job reads and checks it "
+                     f"on the cluster's nodes")
     if path.is_file():  # the spec's folder travels with it: files it names by relative path come along
         runtime_env["working_dir"] = str(path.resolve().parent)
         runtime_env.update(_plugin_packages(spec, path.resolve().parent))
