@@ -378,6 +378,27 @@ class Spec(_Frozen):
     plugins: list[str] = []
     space: SearchSpace = SearchSpace()
 
+    @field_validator("plugins")
+    @classmethod
+    def _plugins_exist(cls, entries: list[str], info) -> list[str]:
+        base = (info.context or {}).get("base_dir")
+        problems = []
+        for index, entry in enumerate(entries):
+            try:
+                path = Path(entry).expanduser()
+                path = Path(base) / path if base is not None and not path.is_absolute() else path
+                found = path.is_dir() or (path.is_file() and path.suffix == ".py")
+            except (OSError, ValueError, RuntimeError) as error:
+                problems.append(f"plugins[{index}]: {show_value(entry)} cannot be a path ({error})")
+                continue
+            if not found:
+                where = f" (relative to the spec's folder {base})" if base is not None else ""
+                problems.append(f"plugins[{index}]: {show_value(entry)} is not a folder, package or .py module"
+                                f"{where}; plugins lists where plug-in models and datasets are imported from")
+        if problems:
+            raise SpaceError(problems)
+        return entries
+
     @field_validator("space", mode="before")
     @classmethod
     def _parse_space(cls, raw: Any, info) -> SearchSpace:
@@ -629,8 +650,11 @@ def validate_spec(raw: Mapping[str, Any], *, base_dir: str | Path | None = None,
     found in; `check_data`: also read the dataset's folder and import its plug-ins (what validate does)."""
     base = Path(base_dir) if base_dir is not None else None
     listed = raw.get("plugins") if isinstance(raw.get("plugins"), list) else []
-    context = {"base_dir": base, "check_data": check_data, "remote": remote,
-               "plugin_paths": spec_paths(base, [entry for entry in listed if isinstance(entry, str)])}
+    try:
+        paths = spec_paths(base, [entry for entry in listed if isinstance(entry, str)])
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, ~nosuchuser: the plugins field says so
+        paths = spec_paths(base, [])
+    context = {"base_dir": base, "check_data": check_data, "remote": remote, "plugin_paths": paths}
     try:
         spec = Spec.model_validate(raw, context=context)
     except ValidationError as error:

@@ -244,3 +244,9 @@ def test_submit_leaves_a_folder_only_the_cluster_has_to_the_cluster(tmp_path: Pa
     submission = prepare_submission(str(path))  # submitted, the nodes read it
     assert any("/mnt/cluster-only/pets is not on this machine" in note for note in submission.notes)
     assert "--set dataset.root=/mnt/cluster-only/pets" in submission.entrypoint
+
+
+def test_a_plugins_entry_that_is_not_there_is_one_line(tmp_path: Path, capsys) -> None:
+    status, _, err = _validate(_write(tmp_path, {"plugins": ["../models"]}), capsys)
+    _one_error(status, err, rf"plugins\[0\]: '../models' is not a folder, package or .py module \(relative to the "
+                            rf"spec's folder {tmp_path}\)")
