@@ -113,7 +113,7 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
         parent_run_id = tracking.start_search_run(
             client, experiment_id=experiment_id, spec=shown, search_id=search_id,
             experiment_path=str(storage_path / search_id), spec_yaml=dump_spec(shown), planned_trials=planned or 0,
-            spec_dir=str(spec._base_dir) if spec._base_dir else None, data=shared.get("plan"))
+            spec_dir=spec.spec_dir, data=shared.get("plan"))
     except Exception as error:  # noqa: BLE001  (any failure of the store is reported the same way)
         raise tracking.TrackingUnavailable(
             f"cannot use the MLflow tracking store {redact_uri(uri)}: {first_line(error)}") from None
@@ -122,8 +122,8 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
         tuner = _build_tuner(spec, shared, search_id=search_id, storage_path=storage_path, tracking_uri=uri,
                              planned=planned, parent=(experiment_id, parent_run_id))
         finished = _run_tuner(tuner)
-        return _finish(finished, spec=spec, search_id=search_id, parent_run_id=parent_run_id, tracking_uri=uri,
-                       local=ray_address(address) is None)
+        return _finish(finished, spec=spec, shared=shared, search_id=search_id, parent_run_id=parent_run_id,
+                       tracking_uri=uri, local=ray_address(address) is None)
 
 
 def resume_search(search: str, *, tracking_uri: str | None = None, address: str | None = None,
@@ -138,6 +138,8 @@ def resume_search(search: str, *, tracking_uri: str | None = None, address: str 
     import yaml
 
     spec = validate_spec(yaml.safe_load(Path(spec_text).read_text()), base_dir=found.spec_dir)
+    recorded = tracking.recorded_data(client, found.run_id) if spec.dataset.is_image_source else None
+    shared = _shared(spec, recorded)  # data that changed or went away stops here, before anything is reopened
     if not tune.Tuner.can_restore(found.experiment_path):
         raise query.SearchNotFound(f"search {found.search_id!r} has no experiment state at "
                                    f"{found.experiment_path}; it cannot be resumed")
@@ -148,10 +150,10 @@ def resume_search(search: str, *, tracking_uri: str | None = None, address: str 
     with tracking.Heartbeat(uri, found.run_id):
         init_ray(address, num_cpus=num_cpus)
         tuner = tune.Tuner.restore(found.experiment_path, trainable=make_trainable(
-            _for_trials(_shared(spec)), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
+            _for_trials(shared), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
             resume_unfinished=True, resume_errored=True)
-        return _finish(_run_tuner(tuner), spec=spec, search_id=found.search_id, parent_run_id=found.run_id,
-                       tracking_uri=uri, local=ray_address(address) is None)
+        return _finish(_run_tuner(tuner), spec=spec, shared=shared, search_id=found.search_id,
+                       parent_run_id=found.run_id, tracking_uri=uri, local=ray_address(address) is None)
 
 
 def _redacted(spec: Spec) -> Spec:
@@ -162,12 +164,12 @@ def _redacted(spec: Spec) -> Spec:
     return spec.model_copy(update={"tracking": tracking_spec})
 
 
-def _shared(spec: Spec) -> dict[str, Any]:
+def _shared(spec: Spec, recorded: dict[str, Any] | None = None) -> dict[str, Any]:
     """What every trial of the search needs besides its own parameters.
 
     For an ImageFolder or plug-in dataset, decided here once (`plan`, recorded on the parent run):
-    whether it is held in memory, and its normalization statistics. Raises DataError or PluginError
-    for a dataset that cannot be read.
+    whether it is held in memory, and its normalization statistics; a resumed search keeps what it
+    `recorded`. Raises DataError or PluginError for a dataset that cannot be read.
     """
     dataset = spec.dataset.model_dump()
     if dataset["root"] is not None:
@@ -188,7 +190,16 @@ def _shared(spec: Spec) -> dict[str, Any]:
     if dataset["workers"] is None:
         dataset["workers"] = max(0, int(spec.resources.cpus) - 1)
     add_paths(spec.plugin_paths)
+    if recorded:  # resumed: its trials go on normalizing as they began
+        dataset.update(mean=recorded["mean"], std=recorded["std"], in_memory=recorded["in_memory"])
     plan = plan_source(dataset.pop("name"), dataset)
+    if recorded and (recorded["sizes"], recorded["classes"]) != (plan["sizes"], plan["classes"]):
+        from hpsearch.trainables.images import DataError
+
+        then, now = (f"{sum(found['sizes'].values()):,} images in {len(found['classes'])} classes"
+                     for found in (recorded, plan))
+        raise DataError(f"the dataset changed since the search began ({then} then, {now} now): its trials "
+                        f"would go on with other splits; start a new search")
     dataset.update(name=spec.dataset.name, mean=plan["mean"], std=plan["std"], in_memory=plan["in_memory"])
     if spec.dataset.factory is None:  # every header was read here: trials leave out the same files, unread
         dataset.update(check_headers=False, exclude=plan["skipped_files"])
@@ -212,8 +223,8 @@ def describe_data(spec: Spec, shared: dict[str, Any]) -> str:
             f"normalized by mean ({mean}) and std ({std}){skipped}")
 
 
-def _build_tuner(spec: Spec, shared: dict[str, Any], *, search_id: str, storage_path: Path, tracking_uri: str, planned: int | None,
-                 parent: tuple[str, str]):
+def _build_tuner(spec: Spec, shared: dict[str, Any], *, search_id: str, storage_path: Path, tracking_uri: str,
+                 planned: int | None, parent: tuple[str, str]):
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
     from ray.tune.schedulers import ASHAScheduler
@@ -280,8 +291,8 @@ def _run_tuner(tuner) -> int:
     return results.num_terminated + results.num_errors
 
 
-def _finish(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tracking_uri: str,
-            local: bool) -> SearchOutcome:
+def _finish(finished: int, *, spec: Spec, shared: dict[str, Any], search_id: str, parent_run_id: str,
+            tracking_uri: str, local: bool) -> SearchOutcome:
     """Close the search's parent run and print the summary."""
     client = tracking.client_for(tracking_uri)
     found = query.find_search(parent_run_id, tracking_uri)
@@ -308,7 +319,7 @@ def _finish(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tr
     best = query.best_of(found, table) if counts["completed"] + counts["stopped_early"] else None
     status = "completed" if best is not None else "failed"
     if best is not None:
-        best["test"] = _evaluate_best(spec, best, client, local=local)
+        best["test"] = _evaluate_best(spec, shared, best, client, local=local)
     tracking.write_final_snapshot(client, experiment_id=found.experiment_id, parent_run_id=parent_run_id)
     tracking.finish_search_run(client, parent_run_id, status=status, metric=metric,
                                best_value=best["value"] if best else None, counts=counts)
@@ -316,7 +327,8 @@ def _finish(finished: int, *, spec: Spec, search_id: str, parent_run_id: str, tr
     return SearchOutcome(search_id, parent_run_id, tracking_uri, status, counts, best)
 
 
-def _evaluate_best(spec: Spec, best: dict[str, Any], client, *, local: bool) -> dict[str, float] | None:
+def _evaluate_best(spec: Spec, shared: dict[str, Any], best: dict[str, Any], client, *,
+                   local: bool) -> dict[str, float] | None:
     """One evaluation on the test split, for the best trial only: the test split selects nothing.
 
     A local search evaluates in this process, which has torch loaded already; on a cluster it is a
@@ -335,7 +347,6 @@ def _evaluate_best(spec: Spec, best: dict[str, Any], client, *, local: bool) -> 
             print(f"no test evaluation: the best trial's checkpoint could not be read ({error})", flush=True)
             return None
         config_json, model_bytes = (local / "config.json").read_text(), (local / "model.pt").read_bytes()
-    shared = _shared(spec)
     arguments = (config_json, model_bytes, shared["dataset"], spec.resources.cpus)
     if local:
         import torch

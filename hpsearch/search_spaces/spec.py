@@ -426,6 +426,11 @@ class Spec(_Frozen):
         return self
 
     @property
+    def spec_dir(self) -> str | None:
+        """The folder of the spec file it was read from; None for a built-in spec or plain data."""
+        return str(self._base_dir) if self._base_dir is not None else None
+
+    @property
     def plugin_paths(self) -> list[str]:
         """Where this spec's plug-ins are imported from: its folder, then `plugins`."""
         return spec_paths(self._base_dir, self.plugins)

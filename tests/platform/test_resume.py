@@ -5,6 +5,7 @@ folder: resume finds both again where the search found them."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -98,6 +99,16 @@ def test_killed_search_resumes_without_duplicates(tmp_path, monkeypatch):
     assert query.searches(uri).iloc[0]["status"] == "interrupted"
     shown = query.trials("resumable", uri)
     assert "running" not in set(shown["status"]) and "interrupted" in set(shown["status"])
+
+    # Images added since the search began would change its splits: resume refuses, touching nothing.
+    extra = tmp_path / "images" / "zero" / "added.png"
+    shutil.copy(next((tmp_path / "images" / "one").iterdir()), extra)
+    refused = run_cli("resume", "resumable", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri}, timeout=120)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.strip() == ("error: cannot resume resumable: the dataset changed since the search began "
+                                      "(1,000 images in 10 classes then, 1,001 images in 10 classes now): its trials "
+                                      "would go on with other splits; start a new search")
+    extra.unlink()
 
     resumed = run_cli("resume", "resumable", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri}, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

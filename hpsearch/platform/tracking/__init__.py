@@ -16,7 +16,8 @@ import importlib
 _HOMES = {
     "artifacts": ("log_checkpoint", "log_lr_find", "log_test_evaluation"),
     "runs": ("Heartbeat", "TrackingUnavailable", "client_for", "experiment_id_for", "find_search_run", "finish_search_run",
-             "git_commit", "mark_interrupted", "reopen_search_run", "start_search_run", "write_final_snapshot"),
+             "git_commit", "mark_interrupted", "recorded_data", "reopen_search_run", "start_search_run",
+             "write_final_snapshot"),
     "tags": ("CHECKPOINT_ARTIFACT", "SPEC_ARTIFACT"),
     "writer": ("TrackingGuard", "TrialTracker", "divergence_reason", "is_transient", "node_label"),
 }
@@ -32,6 +33,6 @@ def __getattr__(name: str):
 __all__ = [
     "Heartbeat", "CHECKPOINT_ARTIFACT", "SPEC_ARTIFACT", "TrackingGuard", "TrackingUnavailable", "TrialTracker", "client_for",
     "divergence_reason", "experiment_id_for", "find_search_run", "finish_search_run", "git_commit", "is_transient",
-    "log_checkpoint", "log_lr_find", "log_test_evaluation", "mark_interrupted", "node_label", "reopen_search_run",
+    "log_checkpoint", "log_lr_find", "log_test_evaluation", "mark_interrupted", "node_label", "recorded_data", "reopen_search_run",
     "start_search_run", "write_final_snapshot",
 ]

@@ -105,6 +105,18 @@ def start_search_run(client, *, experiment_id: str, spec, search_id: str, experi
     return run.info.run_id
 
 
+def recorded_data(client, run_id: str) -> dict[str, Any] | None:
+    """What a search recorded about its ImageFolder or plug-in dataset (`dataset.json`), or None."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            return json.loads(Path(client.download_artifacts(run_id, DATASET_ARTIFACT, folder)).read_text())
+        except Exception:  # noqa: BLE001  (a search from before it was recorded: decided anew)
+            return None
+
+
 def finish_search_run(client, run_id: str, *, status: str, best_value: float | None, metric: str,
                       counts: Mapping[str, int]) -> None:
     from mlflow.entities import Metric
