@@ -66,6 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
                          choices=["specs", "models", "optimizers", "schedulers", "augmentations", "initializations",
                                   "datasets"])
 
+    finalize = command("finalize", _finalize, "Retrain a search's best configuration on training + validation data, "
+                                              "test it once, and register it in the MLflow Model Registry.")
+    finalize.add_argument("search", help="search name (its latest search) or id")
+    finalize.add_argument("--trial", help="the trial whose configuration to finalize (default: the best)")
+    finalize.add_argument("--name", help="registered model name (default: the spec's name)")
+    finalize.add_argument("--promote", action="store_true", help="also move the alias 'champion' to the new version")
+    finalize.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+
+    predict = command("predict", _predict, "Classify image files (folders read recursively) with a finalized model.")
+    predict.add_argument("model", help="models:/NAME@champion, models:/NAME/VERSION, runs:/ID/model, or a search "
+                                       "name or id (its finalized model)")
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    predict.add_argument("--top-k", type=int, default=1, help="classes shown per image, most likely first")
+    predict.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+
     resume = command("resume", _resume, "Finish an interrupted search; trials continue their own MLflow runs.")
     resume.add_argument("search", help="search name (its latest search) or id")
     resume.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
@@ -256,6 +272,42 @@ def _best(args) -> int:
           f"{best['metric']} {best['value']:.4f} at epoch {best['best_epoch']}, MLflow run {best['run_id']}")
     for key, value in best["config"].items():
         print(f"  {key}: {value}")
+    return 0
+
+
+def _finalize(args) -> int:
+    from hpsearch.platform.final import FinalizeError, finalize_search
+    from hpsearch.platform.query import SearchNotFound
+    from hpsearch.search_spaces.spec import SpecError
+    from hpsearch.trainables.images import DataError
+    from hpsearch.trainables.plugins import PluginError
+
+    try:
+        done = finalize_search(args.search, tracking_uri=args.tracking_uri, trial=args.trial, name=args.name,
+                               promote=args.promote)
+    except (FinalizeError, SearchNotFound, DataError, PluginError) as error:
+        raise UsageError([str(error)]) from None
+    except SpecError as error:
+        raise UsageError([f"cannot finalize {args.search}: {problem}" for problem in error.problems]) from None
+    shown = ", ".join(f"{key} {value:.4f}" for key, value in done.test.items())
+    print(f"registered {done.model_uri} (aliases: {', '.join(done.aliases)}), trial {done.trial}'s configuration "
+          f"trained {done.epochs} epochs on train + val\n  on the test split, evaluated once: {shown}\n"
+          f"  MLflow run {done.run_id}\n  use it: hpsearch predict models:/{done.name}@{done.aliases[-1]} IMAGES...")
+    return 0
+
+
+def _predict(args) -> int:
+    from hpsearch.platform.final import FinalizeError, format_rows, image_files, load_model, predict_rows
+
+    if args.top_k < 1:
+        raise UsageError([f"--top-k: {args.top_k} is not allowed; at least 1"])
+    try:
+        files = image_files(args.images)
+        model = load_model(args.model, args.tracking_uri)
+        rows = predict_rows(model, files, top_k=args.top_k)
+    except FinalizeError as error:
+        raise UsageError([str(error)]) from None
+    print(format_rows(rows, args.format))
     return 0
 
 

@@ -137,8 +137,10 @@ class TrainingSession(ModelSession):
     def finished(self) -> bool:
         return self.epoch >= self.config.epochs
 
-    def run_epoch(self) -> Metrics:
-        """Train one pass over the training split, then evaluate on the validation split."""
+    def run_epoch(self, *, validate: bool = True) -> Metrics:
+        """Train one pass over the training split, then evaluate on the validation split (unless not
+        `validate`: a final model trained on train and validation together; a plateau schedule then
+        follows the training loss)."""
         started = time.perf_counter()
         self.skipped = 0
         self.model.train()
@@ -166,12 +168,13 @@ class TrainingSession(ModelSession):
             loss_sum += loss.detach() * len(targets)
             correct += (logits.detach().argmax(1) == targets).sum()
         train_seconds = time.perf_counter() - started
-        val = self.evaluate_metrics(self._val)
+        seen = max(seen, 1)
+        val = self.evaluate_metrics(self._val) if validate else {}
         self.epoch += 1
         epoch_lr = self.optimizer.param_groups[0]["lr"]  # before the schedule moves on to the next epoch
-        if math.isfinite(val["loss"]):
-            self.schedule.after_epoch(val["loss"])
-        seen = max(seen, 1)
+        followed = val["loss"] if validate else float(loss_sum) / seen
+        if math.isfinite(followed):
+            self.schedule.after_epoch(followed)
         metrics = {
             "train_loss": float(loss_sum) / seen,
             "train_accuracy": float(correct) / seen,

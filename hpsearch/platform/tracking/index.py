@@ -21,7 +21,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from hpsearch.platform.tracking.tags import PARENT
+from hpsearch.platform.tracking.tags import PARENT, ROLE
 
 INDEX_ARTIFACT_DIR = "index"
 INDEX_FILE = "trials.parquet"
@@ -116,7 +116,8 @@ class TrialRuns:
         while True:
             page = client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT}` = '{self.parent_run_id}'"
                                       + extra_filter, max_results=50000, page_token=token)
-            runs.extend(page)
+            # A search's final model is nested under it too (`hpsearch finalize`), but is no trial.
+            runs.extend(run for run in page if run.data.tags.get(ROLE) != "final")
             token = page.token
             if not token:
                 return runs_frame(runs)
