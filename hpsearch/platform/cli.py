@@ -74,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     finalize.add_argument("--promote", action="store_true", help="also move the alias 'champion' to the new version")
     finalize.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 
+    replicate = command("replicate", _replicate, "Train a finished search's top configurations again with new "
+                                                 "training seeds, to see whether the winner's lead holds.")
+    replicate.add_argument("search", help="search name (its latest search) or id")
+    replicate.add_argument("--top-k", type=int, default=3, help="configurations to replicate, best first (default: 3)")
+    replicate.add_argument("--seeds", type=int, default=5,
+                           help="new training seeds per configuration (default: 5); replicates already run count")
+    replicate.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    replicate.add_argument("--address", help="Ray cluster to attach to (default: a local Ray on 127.0.0.1 only)")
+    replicate.add_argument("--storage", help="where Tune keeps the replicates' state (default: ./hpsearch_results)")
+
     predict = command("predict", _predict, "Classify image files (folders read recursively) with a finalized model.")
     predict.add_argument("model", help="models:/NAME@champion, models:/NAME/VERSION, runs:/ID/model, or a search "
                                        "name or id (its finalized model)")
@@ -268,10 +278,47 @@ def _best(args) -> int:
     if args.format == "json":
         print(json.dumps(best, indent=2, default=str))
         return 0
-    print(f"search {best['search_id']}: trial {best['trial']} ({best['status']}), "
-          f"{best['metric']} {best['value']:.4f} at epoch {best['best_epoch']}, MLflow run {best['run_id']}")
+    from hpsearch.platform.search import describe_best
+
+    print(f"search {best['search_id']}: {describe_best(best)} ({best['status']}), MLflow run {best['run_id']}")
     for key, value in best["config"].items():
         print(f"  {key}: {value}")
+    if "replicates" in best:
+        import pandas as pd
+
+        from hpsearch.platform.replicates import format_statistics
+
+        print(f"\nseed replicates, best {best['metric']} of each run:\n"
+              f"{format_statistics(pd.DataFrame(best['replicates']))}\n{best['verdict']}\n"
+              f"chosen by {best['chosen_by']}")
+    return 0
+
+
+def _replicate(args) -> int:
+    problems = []
+    if not 1 <= args.top_k <= 20:
+        problems.append(f"--top-k: {args.top_k} is not allowed; from 1 to 20 configurations")
+    if not 2 <= args.seeds <= 50:
+        problems.append(f"--seeds: {args.seeds} is not allowed; from 2 to 50 seeds (two at least, for a spread)")
+    if problems:
+        raise UsageError(problems)
+    if args.address:  # before Ray is imported: see _ray_env
+        os.environ["RAY_ADDRESS"] = args.address
+    from hpsearch.platform.query import SearchNotFound
+    from hpsearch.platform.replicates import ReplicateError, replicate_search
+    from hpsearch.search_spaces.spec import SpecError
+    from hpsearch.trainables.images import DataError
+    from hpsearch.trainables.plugins import PluginError
+
+    try:
+        replicate_search(args.search, tracking_uri=args.tracking_uri, top_k=args.top_k, seeds=args.seeds,
+                         address=args.address, storage=args.storage)
+    except (ReplicateError, SearchNotFound) as error:
+        raise UsageError([str(error)]) from None
+    except SpecError as error:
+        raise UsageError([f"cannot replicate {args.search}: {problem}" for problem in error.problems]) from None
+    except (DataError, PluginError) as error:
+        raise UsageError([f"cannot replicate {args.search}: {error}"]) from None
     return 0
 
 

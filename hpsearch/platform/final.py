@@ -113,7 +113,10 @@ def finalize_search(search: str, *, tracking_uri: str | None = None, trial: str 
     uri = query.resolve_uri(tracking_uri)
     found = query.find_search(search, uri)
     table = query.trials(found, uri)
-    chosen = _chosen_trial(found, table, trial)
+    from hpsearch.platform import replicates
+
+    replicated = replicates.summary(found, uri, table)
+    chosen = _chosen_trial(found, table, trial, replicated)
     client = tracking.client_for(uri)
     import yaml
 
@@ -126,13 +129,16 @@ def finalize_search(search: str, *, tracking_uri: str | None = None, trial: str 
         config_path = Path(client.download_artifacts(chosen["run_id"], f"{tracking.CHECKPOINT_ARTIFACT}/config.json",
                                                      folder))
         trained = TrainConfig.model_validate_json(config_path.read_text())
-    epochs = max(1, int(chosen["best_epoch"]))
+    # The epochs its trial chose; with replicates, the mean of their best epochs (one seed's is noisy).
+    epochs = max(1, int(round(chosen.get("best_epoch_mean", chosen["best_epoch"]))))
     config = trained.model_copy(update={"epochs": epochs, "warmup_epochs": min(trained.warmup_epochs, epochs - 1)
                                         if trained.warmup_epochs < epochs else 0.0})
     model_name = name or spec.name
     data = _train_and_val(load_dataset(**shared["dataset"]))
     torch.set_num_threads(max(1, int(spec.resources.cpus)))
-    progress(f"finalizing search {found.search_id}: trial {chosen['trial']}'s configuration, {epochs} epochs on "
+    chose = (f"the mean best epoch of its {replicated['table'].set_index('trial').loc[chosen['trial'], 'seeds']} "
+             f"replicates" if "best_epoch_mean" in chosen else "its best epoch")
+    progress(f"finalizing search {found.search_id}: trial {chosen['trial']}'s configuration, {epochs} epochs ({chose}) on "
              f"{len(data.train):,} training and validation images; test split evaluated once at the end")
     session = TrainingSession(config, data=data, device="cuda" if spec.resources.gpus and torch.cuda.is_available()
                               else "cpu")
@@ -153,13 +159,16 @@ def finalize_search(search: str, *, tracking_uri: str | None = None, trial: str 
                              promote=promote, seconds=time.monotonic() - started)
 
 
-def _chosen_trial(found, table, trial: str | None) -> dict[str, Any]:
+def _chosen_trial(found, table, trial: str | None, replicated: dict[str, Any] | None) -> dict[str, Any]:
+    """The best trial (by mean over seeds where replicates exist), or `trial`; with its replicates'
+    mean best epoch as `best_epoch_mean` where it has them."""
     finished = table[table["status"].isin(["completed", "stopped_early"])] if not table.empty else table
+    stats = replicated["table"] if replicated else None
     if trial is None:
         if finished.empty:
             raise FinalizeError(f"search {found.search_id!r} has no completed trial to finalize")
         try:
-            return query.best_of(found, finished)
+            return query.best_of(found, finished, replicated=replicated)
         except query.SearchNotFound as error:
             raise FinalizeError(str(error)) from None
     rows = table[table["trial"] == trial] if not table.empty else table
@@ -171,7 +180,10 @@ def _chosen_trial(found, table, trial: str | None) -> dict[str, Any]:
     if row["status"] not in ("completed", "stopped_early") or row.get("best_epoch") != row.get("best_epoch"):
         raise FinalizeError(f"trial {trial!r} of search {found.search_id!r} is {row['status']}; finalize a trial "
                             f"that completed")
-    return {"trial": row["trial"], "run_id": row["run_id"], "best_epoch": int(row["best_epoch"])}
+    chosen = {"trial": row["trial"], "run_id": row["run_id"], "best_epoch": int(row["best_epoch"])}
+    if stats is not None and (stats["trial"] == trial).any():
+        chosen["best_epoch_mean"] = float(stats.loc[stats["trial"] == trial, "best_epoch_mean"].iloc[0])
+    return chosen
 
 
 def _train_and_val(data):

@@ -37,7 +37,7 @@ class LiveView(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and not math.isnan(value) and self._better(value):
-            self.best = (value, _short(trial.trial_id))
+            self.best = (value, _label(trial))
 
     # Tune calls these before it changes the trial's own status.
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -58,7 +58,7 @@ class LiveView(tune.Callback):
         shown = f"{self.metric} {value:.4f}" if isinstance(value, (int, float)) else (reason or "no result")
         if reason and status == "diverged":
             shown = f"{reason}; best {shown}"
-        self._print(f"trial {_short(trial.trial_id)} {status.replace('_', ' ')} after {last.get('epoch', 0)} "
+        self._print(f"{_label(trial, long=True)} {status.replace('_', ' ')} after {last.get('epoch', 0)} "
                     f"epochs: {shown}   | {self.status_line(trials, prefix=False, ending=(trial, status))}")
 
     def status_line(self, trials, prefix: bool = True, ending: tuple[Any, str] | None = None) -> str:
@@ -69,7 +69,7 @@ class LiveView(tune.Callback):
         parts += [f"{statuses.count(name)} {name.replace('_', ' ')}" for name in ("stopped_early", "diverged", "failed")
                   if statuses.count(name)]
         if self.best:
-            parts.append(f"best {self.metric} {self.best[0]:.4f} (trial {self.best[1]})")
+            parts.append(f"best {self.metric} {self.best[0]:.4f} ({self.best[1]})")
         behind = self.backlog() if self.backlog is not None else None
         if behind:
             parts.append(f"tracking {behind[1]:.0f}s behind, {behind[0]} writes waiting (store out of reach: "
@@ -118,6 +118,16 @@ def format_config(config: dict[str, Any]) -> str:
 
 def _short(trial_id: str) -> str:
     return trial_id.rsplit("_", 1)[-1]
+
+
+def _label(trial, *, long: bool = False) -> str:
+    """`trial 00003`; a seed replicate as `trial 00003 seed 2` (`replicate of trial 00003, seed 2`)."""
+    replicate = (getattr(trial, "config", None) or {}).get("replicate")
+    if replicate is None:
+        return f"trial {_short(trial.trial_id)}"
+    if long:
+        return f"replicate of trial {replicate['of']}, seed {replicate['seed']},"
+    return f"trial {replicate['of']} seed {replicate['seed']}"
 
 
 def summary_table(trials, *, metric: str, mode: str, limit: int = 10) -> str:

@@ -5,6 +5,7 @@
     query.trials("digits-quick")          # a row per trial of its latest search
     query.curves("digits-quick", "val_accuracy")
     query.best("digits-quick")
+    query.replicates("digits-quick")      # mean, std and 95% interval per replicated configuration
 """
 from __future__ import annotations
 
@@ -180,23 +181,58 @@ def curves(search: str | Search, metric: str = "val_accuracy", tracking_uri: str
 
 
 def best(search: str | Search, tracking_uri: str | None = None) -> dict[str, Any]:
-    """The best trial: its config, its best metric value and epoch, and its run id."""
+    """The best trial: its config, its best metric value and epoch, and its run id.
+
+    Once the search has seed replicates (`hpsearch replicate`), the best is the configuration with the
+    best mean over its seeds, and the result also holds `chosen_by` (the rule), `replicates` (each
+    replicated configuration's seeds, mean, std and 95% interval) and `verdict` (whether the top
+    intervals overlap).
+    """
+    from hpsearch.platform import replicates
+
     uri = resolve_uri(tracking_uri)
     found = find_search(search, uri)
-    return best_of(found, trials(found, uri))
+    table = trials(found, uri)
+    return best_of(found, table, replicated=replicates.summary(found, uri, table))
 
 
-def best_of(found: Search, table: pd.DataFrame) -> dict[str, Any]:
-    """The best trial of a trials table already read (see `best`)."""
+def replicates(search: str | Search, tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per replicated configuration, best mean first: trial, seeds, mean, std, ci_low, ci_high
+    (the 95% interval of the mean), best_epoch_mean, single_seed (the original trial's value), run_ids."""
+    from hpsearch.platform import replicates as replicated
+
+    uri = resolve_uri(tracking_uri)
+    found = find_search(search, uri)
+    result = replicated.summary(found, uri)
+    return result["table"] if result else pd.DataFrame(columns=replicated.STATISTICS_COLUMNS)
+
+
+def best_of(found: Search, table: pd.DataFrame, replicated: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The best trial of a trials table already read (see `best`); by mean over seeds where
+    `replicated` (replicates.summary) has finished replicates."""
     column = f"best_{found.metric}"
     if table.empty or column not in table or table[column].isna().all():
         raise SearchNotFound(f"search {found.search_id!r} has no trial with a {found.metric} yet")
-    row = table.loc[table[column].idxmax() if found.mode == "max" else table[column].idxmin()]
+    single = table.loc[table[column].idxmax() if found.mode == "max" else table[column].idxmin()]
+    stats = replicated["table"] if replicated else None
+    row = single
+    if stats is not None and not stats.empty and (table["trial"] == stats.iloc[0]["trial"]).any():
+        row = table.loc[table["trial"] == stats.iloc[0]["trial"]].iloc[0]
     config = {c.removeprefix("params."): row[c] for c in table.columns
               if c.startswith("params.") and not _missing(row[c])}
-    return {"search_id": found.search_id, "trial": row["trial"], "run_id": row["run_id"],
-            "metric": found.metric, "value": float(row[column]), "best_epoch": int(row["best_epoch"]),
-            "status": row["status"], "config": config}
+    result = {"search_id": found.search_id, "trial": row["trial"], "run_id": row["run_id"],
+              "metric": found.metric, "value": float(row[column]), "best_epoch": int(row["best_epoch"]),
+              "status": row["status"], "config": config}
+    if stats is not None and not stats.empty:
+        records = [{key: value for key, value in record.items() if key != "run_ids"}
+                   for record in stats.to_dict(orient="records")]
+        leader = records[0] if records[0]["trial"] == row["trial"] else None
+        result.update(chosen_by=replicated["rule"], verdict=replicated["verdict"], replicates=records,
+                      single_seed_best=single["trial"])
+        if leader:
+            result.update(mean=leader["mean"], std=leader["std"], ci=[leader["ci_low"], leader["ci_high"]],
+                          seeds=leader["seeds"], best_epoch_mean=leader["best_epoch_mean"])
+    return result
 
 
 def _require_store(tracking_uri: str) -> None:

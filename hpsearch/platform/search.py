@@ -123,7 +123,7 @@ def run_search(spec: Spec, *, address: str | None = None, storage: str | Path | 
                              planned=planned, parent=(experiment_id, parent_run_id))
         finished = _run_tuner(tuner)
         return _finish(finished, spec=spec, shared=shared, search_id=search_id, parent_run_id=parent_run_id,
-                       tracking_uri=uri, local=ray_address(address) is None)
+                       tracking_uri=uri, local=ray_address(address) is None, storage_path=storage_path)
 
 
 def resume_search(search: str, *, tracking_uri: str | None = None, address: str | None = None,
@@ -153,7 +153,8 @@ def resume_search(search: str, *, tracking_uri: str | None = None, address: str 
             _for_trials(shared), cpus=spec.resources.cpus, gpus=spec.resources.gpus),
             resume_unfinished=True, resume_errored=True)
         return _finish(_run_tuner(tuner), spec=spec, shared=shared, search_id=found.search_id,
-                       parent_run_id=found.run_id, tracking_uri=uri, local=ray_address(address) is None)
+                       parent_run_id=found.run_id, tracking_uri=uri, local=ray_address(address) is None,
+                       storage_path=Path(found.experiment_path).parent)
 
 
 def _redacted(spec: Spec) -> Spec:
@@ -292,7 +293,7 @@ def _run_tuner(tuner) -> int:
 
 
 def _finish(finished: int, *, spec: Spec, shared: dict[str, Any], search_id: str, parent_run_id: str,
-            tracking_uri: str, local: bool) -> SearchOutcome:
+            tracking_uri: str, local: bool, storage_path: Path) -> SearchOutcome:
     """Close the search's parent run and print the summary."""
     client = tracking.client_for(tracking_uri)
     found = query.find_search(parent_run_id, tracking_uri)
@@ -318,13 +319,66 @@ def _finish(finished: int, *, spec: Spec, shared: dict[str, Any], search_id: str
         return SearchOutcome(search_id, parent_run_id, tracking_uri, "interrupted", counts, None)
     best = query.best_of(found, table) if counts["completed"] + counts["stopped_early"] else None
     status = "completed" if best is not None else "failed"
+    replicated = None
+    if best is not None and spec.search.replicates is not None:
+        replicated = _replicate(spec, shared, found, table, tracking_uri=tracking_uri, storage_path=storage_path)
+        best = query.best_of(found, table, replicated=replicated)
     if best is not None:
         best["test"] = _evaluate_best(spec, shared, best, client, local=local)
     tracking.write_final_snapshot(client, experiment_id=found.experiment_id, parent_run_id=parent_run_id)
     tracking.finish_search_run(client, parent_run_id, status=status, metric=metric,
                                best_value=best["value"] if best else None, counts=counts)
-    _print_summary(table, spec=spec, search_id=search_id, best=best, counts=counts, tracking_uri=tracking_uri)
+    _print_summary(table, spec=spec, search_id=search_id, best=best, counts=counts, tracking_uri=tracking_uri,
+                   replicated=replicated, found=found)
     return SearchOutcome(search_id, parent_run_id, tracking_uri, status, counts, best)
+
+
+def _replicate(spec: Spec, shared: dict[str, Any], found: query.Search, table, *, tracking_uri: str,
+               storage_path: Path) -> dict[str, Any] | None:
+    """`search.replicates`: the top configurations again with new training seeds, before the winner is named."""
+    from hpsearch.platform import replicates
+
+    settings = spec.search.replicates
+    client = tracking.client_for(tracking_uri)
+    try:
+        todo = replicates.plan(found, table, replicates.replicate_runs(found, tracking_uri), top_k=settings.top_k,
+                               seeds=settings.seeds, client=client)
+    except replicates.ReplicateError as error:
+        print(f"no replicates: {error}", flush=True)
+        return None
+    if todo:
+        configurations = len({item.of for item in todo})
+        print(f"\nreplicating the top {configurations} configuration{'s' if configurations != 1 else ''}: "
+              f"{len(todo)} runs with new training seeds (data split fixed), {spec.search.max_concurrent} at a time",
+              flush=True)
+        finished = replicates.run_planned(todo, spec=spec, shared=shared, found=found, tracking_uri=tracking_uri,
+                                          storage_path=storage_path)
+        if finished < len(todo):
+            print(f"replicates interrupted ({max(finished, 0)} of {len(todo)} finished); add the rest with:\n"
+                  f"  hpsearch replicate {found.search_id} --top-k {settings.top_k} --seeds {settings.seeds}",
+                  flush=True)
+    return replicates.summary(found, tracking_uri, table)
+
+
+def print_replicates(replicated: dict[str, Any] | None, *, found: query.Search) -> None:
+    """Each replicated configuration's mean, std and 95% interval, whether they overlap, and the rule."""
+    from hpsearch.platform import replicates
+
+    if not replicated:
+        return
+    print(f"\nseed replicates, best {found.metric} of each run (the original trial's single seed apart):\n"
+          f"{replicates.format_statistics(replicated['table'])}\n"
+          f"{replicated['verdict']}\nthe winner is chosen by {replicated['rule']}", flush=True)
+
+
+def describe_best(best: dict[str, Any]) -> str:
+    """`trial 00003, val_accuracy 0.9712 at epoch 7`, or with replicates its mean and interval."""
+    metric = best["metric"]
+    if "mean" in best:
+        return (f"trial {best['trial']}'s configuration, mean {metric} {best['mean']:.4f} over {best['seeds']} seeds "
+                f"(95% interval [{best['ci'][0]:.4f}, {best['ci'][1]:.4f}]; its own run {best['value']:.4f} at "
+                f"epoch {best['best_epoch']})")
+    return f"trial {best['trial']}, {metric} {best['value']:.4f} at epoch {best['best_epoch']}"
 
 
 def _evaluate_best(spec: Spec, shared: dict[str, Any], best: dict[str, Any], client, *,
@@ -361,15 +415,17 @@ def _evaluate_best(spec: Spec, shared: dict[str, Any], best: dict[str, Any], cli
     return evaluation.metrics
 
 
-def _print_summary(table, *, spec: Spec, search_id: str, best, counts, tracking_uri: str) -> None:
+def _print_summary(table, *, spec: Spec, search_id: str, best, counts, tracking_uri: str,
+                   replicated: dict[str, Any] | None = None, found: query.Search | None = None) -> None:
     metric = spec.search.metric
     done = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n)
     print(f"\nsearch {search_id} finished: {done or 'no trials'}\n")
     print(summary_table(table, metric=metric, mode=spec.search.mode))
+    if found is not None:
+        print_replicates(replicated, found=found)
     if best:
         config = format_config(best["config"])
-        print(f"\nbest: trial {best['trial']}, {metric} {best['value']:.4f} at epoch {best['best_epoch']}"
-              f"\n      {config}")
+        print(f"\nbest: {describe_best(best)}\n      {config}")
         if best.get("test"):
             shown = ", ".join(f"{name} {value:.4f}" for name, value in best["test"].items())
             print(f"      on the test split, evaluated once: {shown}")

@@ -37,8 +37,11 @@ class SearchTrial(tune.Trainable):
         self._start(config)
 
     def _start(self, config: dict[str, Any]) -> None:
-        params = flatten_config(config)
-        self._train_config = TrainConfig.from_settings(self._shared["train"], params)
+        replicate = config.get("replicate")
+        if replicate is not None:  # a seed replicate: the repeated trial's own configuration, another seed
+            self._train_config = TrainConfig.model_validate({**replicate["config"], "seed": replicate["seed"]})
+        else:
+            self._train_config = TrainConfig.from_settings(self._shared["train"], flatten_config(config))
         data = load_dataset(**self._shared["dataset"])
         if self._session is not None:
             self._session.close()

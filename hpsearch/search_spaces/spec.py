@@ -256,6 +256,13 @@ class SchedulerSpec(_Frozen):
         return _one_of(name, SCHEDULERS)
 
 
+class ReplicatesSpec(_Frozen):
+    """Seed replicates: the top configurations trained again with new training seeds, split fixed."""
+
+    top_k: int = Field(default=3, ge=1, le=20)  # configurations replicated, best first
+    seeds: int = Field(default=5, ge=2, le=50)  # new training seeds each; two at least, for a spread
+
+
 class SearchSettings(_Frozen):
     algorithm: str = "random"  # grid | random | optuna
     metric: str = "val_accuracy"
@@ -267,6 +274,9 @@ class SearchSettings(_Frozen):
     seed: int = Field(default=0, ge=0, le=MAX_SEED)  # of the sampler: same seed, same configurations
     scheduler: SchedulerSpec = SchedulerSpec()
     max_failures: int = Field(default=1, ge=0)  # retries of a failed trial, from its checkpoint
+    # After the search: its top_k configurations again with `seeds` new training seeds each; the winner
+    # is then the best mean over those seeds.
+    replicates: ReplicatesSpec | None = None
 
     @model_validator(mode="after")
     def _default_samples(self) -> "SearchSettings":

@@ -116,8 +116,8 @@ class TrialRuns:
         while True:
             page = client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT}` = '{self.parent_run_id}'"
                                       + extra_filter, max_results=50000, page_token=token)
-            # A search's final model is nested under it too (`hpsearch finalize`), but is no trial.
-            runs.extend(run for run in page if run.data.tags.get(ROLE) != "final")
+            # A search's seed replicates and final model are nested under it too, but are no trials.
+            runs.extend(run for run in page if run.data.tags.get(ROLE, "trial") == "trial")
             token = page.token
             if not token:
                 return runs_frame(runs)

@@ -31,8 +31,8 @@ from hpsearch.platform.progress import error_line, trial_status
 from hpsearch.platform.tracking.artifacts import log_checkpoint
 from hpsearch.platform.tracking.index import TrialRuns, write_index
 from hpsearch.platform.tracking.runs import client_for, find_search_run, param_value
-from hpsearch.platform.tracking.tags import (ERROR, NODE, PARENT, PROCESS, ROLE, SEARCH_ID, STATUS, TRIAL_ID,
-                                             redact_uri)
+from hpsearch.platform.tracking.tags import (ERROR, NODE, PARENT, PROCESS, REPLICATE_OF, REPLICATE_SEED, ROLE,
+                                             SEARCH_ID, STATUS, TRIAL_ID, redact_uri)
 from hpsearch.search_spaces.space import flatten_config
 from hpsearch.trainables.config import EPOCH_METRICS
 
@@ -78,11 +78,14 @@ class TrialTracker(tune.Callback):
     """A Tune callback that mirrors every trial into an MLflow child run of the search's run.
 
     The parent run is given as (experiment id, run id) or, for a restored search (Tune pickles its
-    callbacks without it), found again by the search id.
+    callbacks without it), found again by the search id. With `role="replicate"` it writes the seed
+    replicates of a finished search (replicates.py): runs tagged with the trial they repeat, no
+    checkpoint uploads, no trial snapshot.
     """
 
     def __init__(self, *, tracking_uri: str, experiment: str, search_id: str, metric: str, epochs: int,
-                 parent: tuple[str, str] | None = None) -> None:
+                 parent: tuple[str, str] | None = None, role: str = "trial") -> None:
+        self.role = role
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.search_id = search_id
@@ -101,7 +104,7 @@ class TrialTracker(tune.Callback):
 
     # Tune pickles its callbacks with the experiment; all but the settings is rebuilt in setup.
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("tracking_uri", "experiment", "search_id", "metric", "epochs")
+        keep = ("tracking_uri", "experiment", "search_id", "metric", "epochs", "role")
         return {key: self.__dict__[key] for key in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -114,7 +117,12 @@ class TrialTracker(tune.Callback):
 
     # ---- Tune events, called on the driver's controller loop: only enqueue.
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self._put(self._write_start, trial.trial_id, flatten_config(trial.config))
+        replicate = trial.config.get("replicate")
+        if replicate is not None:  # the repeated trial's params as its run has them, and the new seed
+            self._put(self._write_start, trial.trial_id, {**replicate["params"], "seed": replicate["seed"]},
+                      {REPLICATE_OF: replicate["of"], REPLICATE_SEED: str(replicate["seed"])})
+        else:
+            self._put(self._write_start, trial.trial_id, flatten_config(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._put(self._write_result, trial.trial_id, dict(result))
@@ -196,7 +204,7 @@ class TrialTracker(tune.Callback):
                 if self._closing:
                     return
                 continue
-            if time.monotonic() >= next_snapshot and self._behind_since is None:
+            if time.monotonic() >= next_snapshot and self._behind_since is None and self.role == "trial":
                 self._pending.append(_Write(self._write_snapshot, ("",), "trial snapshot"))
                 next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
             if self._pending:
@@ -262,7 +270,7 @@ class TrialTracker(tune.Callback):
         self._snapshot = TrialRuns(self.experiment_id, self.parent_run_id)
 
     def _existing_trial_runs(self, trial_id: str | None = None) -> dict[str, _TrialRun]:
-        query = f"tags.`{PARENT}` = '{self.parent_run_id}'"
+        query = f"tags.`{PARENT}` = '{self.parent_run_id}' and tags.`{ROLE}` = '{self.role}'"
         if trial_id is not None:
             query += f" and tags.`{TRIAL_ID}` = '{trial_id}'"
         runs = self._client.search_runs([self.experiment_id], filter_string=query, max_results=50000)
@@ -278,7 +286,7 @@ class TrialTracker(tune.Callback):
                 self._client.set_tag(run_id, STATUS, "interrupted")
                 self._client.set_terminated(run_id, "KILLED")
 
-    def _write_start(self, trial_id: str, params: dict[str, Any]) -> None:
+    def _write_start(self, trial_id: str, params: dict[str, Any], extra_tags: dict[str, str] | None = None) -> None:
         from mlflow.entities import Param
 
         # A retried or restored trial continues its own run; so does a start replayed after a failure,
@@ -291,9 +299,11 @@ class TrialTracker(tune.Callback):
             self._client.update_run(known.run_id, status="RUNNING")
             self._client.set_tag(known.run_id, STATUS, "running")
             return
-        tags = {PARENT: self.parent_run_id, ROLE: "trial", TRIAL_ID: trial_id, SEARCH_ID: self.search_id,
-                STATUS: "running"}
-        run = self._client.create_run(self.experiment_id, tags=tags, run_name=_trial_name(trial_id))
+        tags = {PARENT: self.parent_run_id, ROLE: self.role, TRIAL_ID: trial_id, SEARCH_ID: self.search_id,
+                STATUS: "running", **(extra_tags or {})}
+        name = (f"replicate_{extra_tags[REPLICATE_OF]}_seed{extra_tags[REPLICATE_SEED]}" if extra_tags
+                else _trial_name(trial_id))
+        run = self._client.create_run(self.experiment_id, tags=tags, run_name=name)
         self._runs[trial_id] = _TrialRun(run.info.run_id, last_step=0)
         self._client.log_batch(run.info.run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
 
@@ -323,7 +333,7 @@ class TrialTracker(tune.Callback):
         if run is None:  # failed before it started
             self._write_start(trial_id, {})
             run = self._runs[trial_id]
-        if checkpoint is not None:
+        if checkpoint is not None and self.role == "trial":  # a replicate's checkpoint stays with Tune
             try:
                 log_checkpoint(self._client, run.run_id, checkpoint, node_id=run.checkpoint_node,
                                tracking_uri=self.tracking_uri)
