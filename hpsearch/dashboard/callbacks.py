@@ -107,7 +107,8 @@ def search_view(source: RunSource, search_id: str, *, known_version: int,
     if found.version == known_version:
         return SearchView(version=known_version)
     search, trials = found.search, found.trials
-    view = SearchView(version=found.version, header=header(search, trials), best_card=best_card(source, found),
+    view = SearchView(version=found.version, header=header(search, trials),
+                      best_card=best_card(source, found, replicated(source, found)),
                       parcoords=figures.parallel_coordinates(trials, metric=search.metric, mode=search.mode))
     if known_version == 0:
         view.row_data = grid_rows(trials)
@@ -141,8 +142,17 @@ def header(search, trials: pd.DataFrame) -> html.Div:
     ], style={"marginBottom": "12px"})
 
 
-def best_card(source: RunSource, found) -> html.Div:
-    """The best trial: its metric, epoch, configuration, MLflow run and checkpoint."""
+def replicated(source: RunSource, found) -> dict[str, Any] | None:
+    """The search's seed replicates (replicates.summary), read afresh: `hpsearch replicate` adds them
+    to a search that has ended."""
+    from hpsearch.platform import replicates
+
+    return replicates.summary(found.search, source.tracking_uri, found.trials)
+
+
+def best_card(source: RunSource, found, replicated: dict[str, Any] | None = None) -> html.Div:
+    """The best trial: its metric, epoch, configuration, MLflow run and checkpoint; with replicates,
+    the best mean over seeds and whether its lead holds."""
     from hpsearch.platform.query import best_of
 
     metric = found.search.metric
@@ -151,7 +161,7 @@ def best_card(source: RunSource, found) -> html.Div:
         return html.Div([html.H4("Best trial", style={"margin": "0 0 6px"}, id="best-trial"),
                          html.P(f"no best trial yet: {data.no_results_reason(found.trials, metric)}",
                                 id="no-best-trial", style={"color": "#555"})])
-    best = best_of(found.search, reported)
+    best = best_of(found.search, reported, replicated=replicated)
     run_link = mlflow_run_url(source.tracking_uri, found.search.experiment_id, best["run_id"])
     row = found.trials.set_index("trial").loc[best["trial"]]
     test = {name: row[name] for name in ("test_accuracy", "test_loss") if name in row and pd.notna(row[name])}
@@ -164,6 +174,10 @@ def best_card(source: RunSource, found) -> html.Div:
                             style={"color": "#555"})]),
         html.Div(", ".join(f"{name} {value:.4f}" for name, value in test.items()) + " (test split, evaluated once)"
                  if test else "", style={"color": "#555"}),
+        html.Div([html.Span(f"mean {best['mean']:.4f} over {best['seeds']} seeds, 95% interval "
+                            f"[{best['ci'][0]:.4f}, {best['ci'][1]:.4f}]", id="best-mean"),
+                  html.Div(f"chosen by {best['chosen_by']}; {best['verdict']}", style={"color": "#555"})]
+                 if "mean" in best else "", style={"marginTop": "4px"}),
         html.Ul(items, style={"columns": 2, "paddingLeft": "18px", "margin": "8px 0"}),
         html.Div(["MLflow run: ", html.A(best["run_id"], href=run_link, target="_blank") if run_link
                   else html.Code(best["run_id"])]),
@@ -305,6 +319,18 @@ def importance_view(source: RunSource, search_id: str):
     return figure
 
 
+def replicates_view(source: RunSource, search_id: str):
+    """The replicated configurations with error bars, and the verdict on their intervals."""
+    found = source.search(search_id, refresh=False)
+    result = replicated(source, found)
+    metric = found.search.metric
+    if result is None:
+        return (figures.replicates_figure(pd.DataFrame(), pd.DataFrame(), metric=metric),
+                f"none yet: hpsearch replicate {found.search.search_id} --top-k 3 --seeds 5")
+    return (figures.replicates_figure(result["runs"], result["table"], metric=metric),
+            f"{result['verdict']}. The winner is chosen by {result['rule']}.")
+
+
 def selected_trials(rows: Sequence[dict] | dict | None) -> list[str]:
     """The grid's selection: row objects, or `{"ids": [...]}` as a deep link sets it."""
     if isinstance(rows, dict):
@@ -373,6 +399,11 @@ def register(app, source: RunSource) -> None:
                   Input("grid-version", "data"), State("search-id", "data"))
     def _metric_vs_param(param, color_by, version, search_id):
         return metric_vs_param_view(source, search_id, param, color_by) if version else no_update
+
+    @app.callback(Output("replicates", "figure"), Output("replicates-verdict", "children"),
+                  Input("grid-version", "data"), State("search-id", "data"))
+    def _replicates(version, search_id):
+        return replicates_view(source, search_id) if version else (no_update, no_update)
 
     @app.callback(Output("importance", "figure"), Input("grid-version", "data"), State("search-id", "data"))
     def _importance(version, search_id):

@@ -165,3 +165,35 @@ def importance_figure(importance: pd.Series) -> go.Figure:
     figure.update_xaxes(title="fANOVA importance", range=[0, max(1.0, float(ordered.max()))])
     figure.update_layout(height=max(220, 60 + 32 * len(ordered)))
     return figure
+
+
+def replicates_figure(runs: pd.DataFrame, stats: pd.DataFrame, *, metric: str) -> go.Figure:
+    """Each replicated configuration: its mean with the 95% interval as error bars, every seed's value,
+    and the original trial's single-seed value; best mean first."""
+    if stats.empty:
+        return empty_figure("no seed replicates: `hpsearch replicate SEARCH` trains the top configurations "
+                            "again with new seeds")
+    labels = [f"trial {trial}" for trial in stats["trial"]]
+    figure = go.Figure(layout=_LAYOUT)
+    finished = runs[runs["status"].isin(("completed", "stopped_early")) & runs["value"].notna()]
+    seeds = finished[finished["of"].isin(stats["trial"])]
+    figure.add_trace(go.Scatter(
+        x=[f"trial {of}" for of in seeds["of"]], y=seeds["value"], mode="markers", name="one seed",
+        marker=dict(color="#9aa5b1", size=7), customdata=np.stack([seeds["seed"], seeds["run_id"]], axis=-1),
+        hovertemplate="seed %{customdata[0]}: %{y:.4f}<br>run %{customdata[1]}<extra></extra>"))
+    figure.add_trace(go.Scatter(
+        x=labels, y=stats["single_seed"], mode="markers", name="the search's own trial",
+        marker=dict(symbol="diamond-open", color="#d62728", size=10),
+        hovertemplate="%{x}, as the search ran it: %{y:.4f}<extra></extra>"))
+    figure.add_trace(go.Scatter(
+        x=labels, y=stats["mean"], mode="markers", name="mean, 95% interval",
+        marker=dict(color="#1f77b4", size=12, symbol="line-ew-open", line=dict(width=3)),
+        error_y=dict(type="data", symmetric=False, array=(stats["ci_high"] - stats["mean"]).fillna(0).to_numpy(),
+                     arrayminus=(stats["mean"] - stats["ci_low"]).fillna(0).to_numpy(), thickness=2, width=10),
+        customdata=np.stack([stats["seeds"], stats["ci_low"], stats["ci_high"], stats["std"]], axis=-1),
+        hovertemplate="%{x}: mean %{y:.4f} over %{customdata[0]} seeds<br>95% interval "
+                      "[%{customdata[1]:.4f}, %{customdata[2]:.4f}], std %{customdata[3]:.4f}<extra></extra>"))
+    figure.update_xaxes(title="replicated configuration", categoryorder="array", categoryarray=labels)
+    figure.update_yaxes(title=f"best {metric}")
+    figure.update_layout(legend=dict(orientation="h", y=1.12))
+    return figure

@@ -63,6 +63,9 @@ def search_page(search_id: str, *, selected: list[str]) -> html.Div:
                                      value="trial", inline=True, inputStyle={"marginLeft": "12px"}),
                       dcc.Graph(id="best-so-far", **graph)], style={**CARD, "flex": "2 1 560px"}),
         ], style={"display": "flex", "gap": "16px", "flexWrap": "wrap"}),
+        html.Div([html.H4("Seed replicates", style={"margin": 0}),
+                  html.Div(id="replicates-verdict", style={"color": "#444", "margin": "4px 0"}),
+                  dcc.Graph(id="replicates", **graph)], style=CARD, id="replicates-card"),
         html.Div([
             html.Div([html.H4("Trials", style={"margin": 0}),
                       html.Span("select trials (click, ctrl/shift-click) to draw their curves and compare them",

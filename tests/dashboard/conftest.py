@@ -16,9 +16,11 @@ from tests.conftest import REPO, run_cli
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 CHROMEDRIVER = "chromedriver"
 ARTIFACTS = Path(os.environ.get("HPSEARCH_ARTIFACTS", REPO / "artifacts")) / "screenshots"
-# A short real search with both branches of each choice and early stopping.
+# A short real search with both branches of each choice and early stopping, its top two configurations
+# replicated with two new seeds each.
 SEARCH_ARGS = ("digits-quick", "--set", "search.num_samples=6", "--set", "train.epochs=3",
-               "--set", "search.scheduler.name=asha", "--set", "search.scheduler.reduction_factor=2")
+               "--set", "search.scheduler.name=asha", "--set", "search.scheduler.reduction_factor=2",
+               "--set", "search.replicates.top_k=2", "--set", "search.replicates.seeds=2")
 
 
 @pytest.fixture(scope="session")

@@ -60,6 +60,13 @@ def test_search_page_shows_every_view_and_selecting_a_trial_draws_its_curve(dash
           "no metric against a parameter")
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#importance .barlayer .trace"), "no importance")
     assert not _curve_traces(browser)
+    # The replicated configurations, best mean first, with their intervals as error bars.
+    replicated = query.replicates(search.search_id, searched_store)
+    assert len(replicated) == 2 and best["trial"] == replicated["trial"].iloc[0]
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#replicates .errorbars path.yerror")) == 2,
+          "the replicated configurations have no error bars")
+    assert "overlap" in browser.find_element(By.ID, "replicates-verdict").text
+    assert f"mean {best['mean']:.4f} over 2 seeds" in browser.find_element(By.ID, "best-card").text
 
     first, second = _rows(browser, "trials-grid")[:2]
     first.find_element(By.CSS_SELECTOR, ".ag-cell[col-id='status']").click()

@@ -121,3 +121,39 @@ def test_the_dashboard_reads_the_search_like_any_other(own_search) -> None:
     figure = figures.parallel_coordinates(trials, metric="val_accuracy", mode="max")
     assert len(figure.data[0].dimensions) >= 3
     assert len(data.best_so_far(trials, metric="val_accuracy", mode="max")) == 3
+
+
+def test_finalize_on_the_png_tree_registers_a_model_whose_predictions_match_its_test_figures(
+        own_search, digit_folders, tmp_path) -> None:
+    """Finalize the search's winner on train + val, then `predict` the test split's own PNG files."""
+    import csv
+    import shutil
+
+    from hpsearch.platform.cli import main
+    from hpsearch.trainables.images import scan_imagefolder
+
+    outcome, spec, uri, _ = own_search
+    assert main(["finalize", outcome.search_id, "--name", "own-digits", "--tracking-uri", uri]) == 0
+    client = MlflowClient(uri)
+    version = client.get_model_version_by_alias("own-digits", "candidate")
+    final = client.get_run(version.run_id)
+    assert final.data.params["model"] == outcome.best["config"]["model"]
+    assert len(client.get_metric_history(final.info.run_id, "test_accuracy")) == 1  # tested once
+    # The test split as the search drew it, copied out as an ImageFolder tree of its PNG files.
+    dataset = spec.dataset
+    scan = scan_imagefolder(dataset.root, val_fraction=dataset.val_fraction, test_fraction=dataset.test_fraction,
+                            seed=dataset.seed)
+    for index in range(len(scan.test)):
+        source = Path(scan.test.path(index))
+        (tmp_path / source.parent.name).mkdir(exist_ok=True)
+        shutil.copy(source, tmp_path / source.parent.name / source.name)
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(out):
+        assert main(["predict", "models:/own-digits@candidate", str(tmp_path), "--format", "csv",
+                     "--tracking-uri", uri]) == 0
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert len(rows) == len(scan.test) == 40
+    right = sum(row["class"] == Path(row["path"]).parent.name for row in rows)
+    assert right / len(rows) == pytest.approx(final.data.metrics["test_accuracy"], abs=1e-9)
