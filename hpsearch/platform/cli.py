@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     finalize.add_argument("--name", help="registered model name (default: the spec's name)")
     finalize.add_argument("--promote", action="store_true", help="also move the alias 'champion' to the new version")
     finalize.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    finalize.add_argument("--address", help="Ray cluster to train on, as a Ray task with the search's resources "
+                                            "(default: $RAY_ADDRESS, else in this process)")
 
     replicate = command("replicate", _replicate, "Train a finished search's top configurations again with new "
                                                  "training seeds, to see whether the winner's lead holds.")
@@ -323,6 +325,8 @@ def _replicate(args) -> int:
 
 
 def _finalize(args) -> int:
+    if args.address:  # before Ray is imported: see _ray_env
+        os.environ["RAY_ADDRESS"] = args.address
     from hpsearch.platform.final import FinalizeError, finalize_search
     from hpsearch.platform.query import SearchNotFound
     from hpsearch.search_spaces.spec import SpecError
@@ -331,7 +335,7 @@ def _finalize(args) -> int:
 
     try:
         done = finalize_search(args.search, tracking_uri=args.tracking_uri, trial=args.trial, name=args.name,
-                               promote=args.promote)
+                               promote=args.promote, address=args.address)
     except (FinalizeError, SearchNotFound, DataError, PluginError) as error:
         raise UsageError([str(error)]) from None
     except SpecError as error:

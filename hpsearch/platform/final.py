@@ -99,22 +99,22 @@ class LoadedModel:
 # ------------------------------------------------------------------------------------------------ finalize
 
 def finalize_search(search: str, *, tracking_uri: str | None = None, trial: str | None = None,
-                    name: str | None = None, promote: bool = False,
+                    name: str | None = None, promote: bool = False, address: str | None = None,
                     progress: Callable[[str], None] = print) -> Finalized:
     """Retrain `search`'s best (or `trial`'s) configuration on train + validation, test it once,
-    log and register it; FinalizeError names what is wrong before anything is written."""
-    import torch
+    log and register it; FinalizeError names what is wrong before anything is written.
 
-    from hpsearch.platform.search import _shared
+    Attached to a Ray cluster (`address`, or $RAY_ADDRESS in a job that `hpsearch submit finalize`
+    started), the training runs as a Ray task with the search's resources per trial, on whichever node
+    Ray finds them (a GPU node for a GPU search); otherwise in this process."""
+    from hpsearch.platform import replicates
+    from hpsearch.platform.search import _shared, init_ray, ray_address
     from hpsearch.search_spaces.spec import validate_spec
-    from hpsearch.trainables import TrainConfig, TrainingSession, load_dataset
     from hpsearch.trainables.plugins import add_paths
 
-    uri = query.resolve_uri(tracking_uri)
+    uri = tags.credentials_to_environment(query.resolve_uri(tracking_uri))
     found = query.find_search(search, uri)
     table = query.trials(found, uri)
-    from hpsearch.platform import replicates
-
     replicated = replicates.summary(found, uri, table)
     chosen = _chosen_trial(found, table, trial, replicated)
     client = tracking.client_for(uri)
@@ -125,6 +125,8 @@ def finalize_search(search: str, *, tracking_uri: str | None = None, trial: str 
     recorded = tracking.recorded_data(client, found.run_id) if spec.dataset.is_image_source else None
     shared = _shared(spec, recorded)
     add_paths(shared["plugin_paths"])
+    from hpsearch.trainables import TrainConfig
+
     with tempfile.TemporaryDirectory() as folder:
         config_path = Path(client.download_artifacts(chosen["run_id"], f"{tracking.CHECKPOINT_ARTIFACT}/config.json",
                                                      folder))
@@ -133,30 +135,67 @@ def finalize_search(search: str, *, tracking_uri: str | None = None, trial: str 
     epochs = max(1, int(round(chosen.get("best_epoch_mean", chosen["best_epoch"]))))
     config = trained.model_copy(update={"epochs": epochs, "warmup_epochs": min(trained.warmup_epochs, epochs - 1)
                                         if trained.warmup_epochs < epochs else 0.0})
-    model_name = name or spec.name
-    data = _train_and_val(load_dataset(**shared["dataset"]))
-    torch.set_num_threads(max(1, int(spec.resources.cpus)))
     chose = (f"the mean best epoch of its {replicated['table'].set_index('trial').loc[chosen['trial'], 'seeds']} "
              f"replicates" if "best_epoch_mean" in chosen else "its best epoch")
-    progress(f"finalizing search {found.search_id}: trial {chosen['trial']}'s configuration, {epochs} epochs ({chose}) on "
-             f"{len(data.train):,} training and validation images; test split evaluated once at the end")
-    session = TrainingSession(config, data=data, device="cuda" if spec.resources.gpus and torch.cuda.is_available()
-                              else "cpu")
+    cluster = ray_address(address)
+    where = f"as a Ray task on the cluster at {cluster}" if cluster else "in this process"
+    progress(f"finalizing search {found.search_id}: trial {chosen['trial']}'s configuration, {epochs} epochs ({chose}) "
+             f"on training + validation data, {where}; the test split is evaluated once at the end")
+    arguments = (config.model_dump_json(), shared["dataset"])
+    options = dict(cpus=spec.resources.cpus, gpus=spec.resources.gpus, plugin_paths=shared["plugin_paths"],
+                   hub_dir=shared["hub_dir"])
     started = time.monotonic()
+    if cluster:
+        import ray
+
+        init_ray(address)
+        task = ray.remote(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus)(train_final)
+        result = ray.get(task.options(name="hpsearch-finalize").remote(*arguments, **options))
+        for epoch, metrics in enumerate(result["history"], start=1):
+            progress(_epoch_line(epoch, epochs, metrics))
+    else:
+        result = train_final(*arguments, **options, progress=progress)
+    progress(f"  trained on {result['images']:,} training and validation images in {time.monotonic() - started:.0f} s")
+    return _log_and_register(client, uri=uri, found=found, spec=spec, chosen=chosen, config=config,
+                             model=result["model"], preprocessing=result["preprocessing"], test=result["test"],
+                             history=result["history"], name=name or spec.name, promote=promote)
+
+
+def train_final(config_json: str, dataset: dict[str, Any], *, cpus: float, gpus: float,
+                plugin_paths: Sequence[str] = (), hub_dir: str | None = None,
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train a final model on train + validation and test it once: here, or as a Ray task anywhere.
+    Returns the model (on the CPU, in eval mode), its test figures, its epochs' metrics and its
+    preprocessing."""
+    import torch
+
+    from hpsearch.platform.trial import use_hub_dir
+    from hpsearch.trainables import TrainConfig, TrainingSession, load_dataset
+    from hpsearch.trainables.plugins import add_paths
+
+    add_paths(plugin_paths)
+    use_hub_dir(hub_dir)
+    config = TrainConfig.model_validate_json(config_json)
+    data = _train_and_val(load_dataset(**dataset))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cpus)))
+    session = TrainingSession(config, data=data, device="cuda" if gpus and torch.cuda.is_available() else "cpu")
     try:
         while not session.finished:
             metrics = session.run_epoch(validate=False)
-            progress(f"  epoch {session.epoch}/{epochs}: train_loss {metrics['train_loss']:.4f}, "
-                     f"train_accuracy {metrics['train_accuracy']:.4f}")
+            if progress is not None:
+                progress(_epoch_line(session.epoch, config.epochs, metrics))
         confusion = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long)
         test = {f"test_{key}": value for key, value in session.evaluate_metrics(data.test, confusion=confusion).items()}
     finally:
         session.close()
-    model = session.model.cpu().eval()
-    preprocessing = _preprocessing(data)
-    return _log_and_register(client, uri=uri, found=found, spec=spec, chosen=chosen, config=config, model=model,
-                             preprocessing=preprocessing, test=test, history=session.history, name=model_name,
-                             promote=promote, seconds=time.monotonic() - started)
+        torch.set_num_threads(threads)
+    return {"model": session.model.cpu().eval(), "test": test, "history": session.history,
+            "preprocessing": _preprocessing(data), "images": len(data.train)}
+
+
+def _epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+    return f"  epoch {epoch}/{epochs}: train_loss {metrics['train_loss']:.4f}, train_accuracy {metrics['train_accuracy']:.4f}"
 
 
 def _chosen_trial(found, table, trial: str | None, replicated: dict[str, Any] | None) -> dict[str, Any]:
@@ -208,8 +247,8 @@ def _preprocessing(data) -> dict[str, Any]:
             "classes": classes}
 
 
-def _log_and_register(client, *, uri, found, spec, chosen, config, model, preprocessing, test, history, name, promote,
-                      seconds) -> Finalized:
+def _log_and_register(client, *, uri, found, spec, chosen, config, model, preprocessing, test, history, name,
+                      promote) -> Finalized:
     import mlflow
     import mlflow.pytorch
     import torch

@@ -156,6 +156,30 @@ def test_submitted_search_runs_on_both_nodes_and_tracks_through_the_server(local
     worker_uploads = [("FINISHED", local_cluster.worker_node_id)] * on_worker
     assert [(task.state, task.node_id) for task in uploads] == worker_uploads
 
+    # Its winner finalized as a Ray job, trained as a Ray task, logged and registered through the server.
+    finalize = [str(VENV_BIN / "hpsearch"), "submit", "finalize", "cluster-sqlite", "--promote", "--address",
+                local_cluster.dashboard_url, "--tracking-uri", tracking_server.uri, "--wait", "--no-check"]
+    done = _run(finalize, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "submitted finalize of search 'cluster-sqlite'" in done.stdout
+    assert "as a Ray task on the cluster" in done.stdout and "registered models:/cluster-sqlite/1" in done.stdout
+    version = client.get_model_version_by_alias("cluster-sqlite", "champion")
+    final = client.get_run(version.run_id)
+    assert final.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied: the job needs no shared disk
+    # MLflow 3 keeps a logged model beside the runs of its experiment: models/<model id>/artifacts.
+    stored = list((tracking_server.artifacts / final.info.experiment_id / "models").glob("*/artifacts/MLmodel"))
+    assert len(stored) == 1, f"no model under {tracking_server.artifacts}"
+    [test_accuracy] = client.get_metric_history(final.info.run_id, "test_accuracy")
+    # Loaded back through the server, it classifies the test split's PNG files as its test figures say.
+    from hpsearch.platform.final import load_model, predict_rows
+    from hpsearch.trainables.images import scan_imagefolder
+
+    model = load_model("models:/cluster-sqlite@champion", tracking_server.uri)
+    test = scan_imagefolder(str(images), val_fraction=0.2, test_fraction=0.1, seed=0).test
+    rows = predict_rows(model, [Path(test.path(index)) for index in range(len(test))])
+    right = sum(row["class"] == Path(row["path"]).parent.name for row in rows)
+    assert right / len(rows) == pytest.approx(test_accuracy.value, abs=1e-9)
+
 
 def test_trials_of_a_lost_node_finish_on_the_head_node(local_cluster, tracking_server, tmp_path):
     spec = _write_spec(tmp_path / "job", name="cluster-lost-node", trials=2, epochs=7, max_failures=2)

@@ -17,8 +17,12 @@ RETRY_HELP = (f"while the cluster is not ready (starting, no job agent yet, 502/
 
 def add_commands(command) -> None:
     """Add the cluster commands through cli.build_parser's `command(name, handler, help)`."""
-    submit = command("submit", _cluster_command(_submit), "Run a search on a Ray cluster, as a Ray job.")
-    submit.add_argument("spec", help="a YAML spec file (sent with its folder), or a built-in spec name")
+    submit = command("submit", _cluster_command(_submit),
+                     "Run a search on a Ray cluster, as a Ray job; or finalize or replicate a search that ran "
+                     "(`hpsearch submit finalize SEARCH`, `hpsearch submit replicate SEARCH`).")
+    submit.add_argument("spec", help="a YAML spec file (sent with its folder), or a built-in spec name; or finalize "
+                                     "or replicate, then a search (./finalize for a file of that name)")
+    submit.add_argument("search", nargs="?", help="after finalize or replicate: the search's name or id")
     _cluster_arguments(submit)
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                         help="override a spec field, e.g. --set search.num_samples=4 (repeatable)")
@@ -31,6 +35,12 @@ def add_commands(command) -> None:
                              "130 if it was stopped")
     submit.add_argument("--no-check", dest="check", action="store_false",
                         help="skip the short job that first checks every node has this machine's hpsearch and Ray")
+    action = submit.add_argument_group("finalize and replicate, as `hpsearch finalize` and `hpsearch replicate` take them")
+    action.add_argument("--trial", help="finalize: the trial whose configuration to finalize (default: the best)")
+    action.add_argument("--name", help="finalize: registered model name (default: the spec's name)")
+    action.add_argument("--promote", action="store_true", help="finalize: also move the alias 'champion'")
+    action.add_argument("--top-k", type=int, help="replicate: configurations to replicate (default: 3)")
+    action.add_argument("--seeds", type=int, help="replicate: new training seeds each (default: 5)")
 
     jobs = command("jobs", _cluster_command(_jobs), "List the jobs of a Ray cluster.")
     _cluster_arguments(jobs)
@@ -130,11 +140,25 @@ def _submit(args) -> int:
 
     address = _address(args)
     problems = ([] if address else [_missing_address()]) + _retry_problems(args)
-    try:
-        submission = jobs.prepare_submission(args.spec, overrides=args.overrides, tracking_uri=args.tracking_uri,
-                                             storage=args.storage)
-    except SpecError as error:
-        problems += error.problems
+    if args.spec in jobs.ACTIONS:
+        action_problems, options = _action_options(args)
+        problems += action_problems
+        submission = None if action_problems else jobs.prepare_action(
+            args.spec, args.search, options=options, tracking_uri=args.tracking_uri)
+    else:
+        given = [name for name, value in (("--trial", args.trial), ("--name", args.name), ("--top-k", args.top_k),
+                                          ("--seeds", args.seeds)) if value is not None]
+        given += ["--promote"] if args.promote else []
+        if args.search is not None:
+            problems.append(f"{args.search}: a second argument goes only after finalize or replicate; a search is "
+                            f"submitted as `hpsearch submit SPEC`")
+        if given:
+            problems.append(f"{', '.join(given)}: only for `hpsearch submit finalize|replicate SEARCH`")
+        try:
+            submission = jobs.prepare_submission(args.spec, overrides=args.overrides, tracking_uri=args.tracking_uri,
+                                                 storage=args.storage)
+        except SpecError as error:
+            problems += error.problems
     if problems:  # nothing is submitted
         raise UsageError(problems)
     client = _client(args)
@@ -149,6 +173,31 @@ def _submit(args) -> int:
     if not args.wait:
         return 0
     return _follow(client, job_id, address)
+
+
+def _action_options(args) -> tuple[list[str], list[str]]:
+    """The problems with `hpsearch submit finalize|replicate SEARCH ...`, and the options the job passes on."""
+    problems, options = [], []
+    if not args.search:
+        problems.append(f"{args.spec}: which search? `hpsearch submit {args.spec} SEARCH` (its name or id)")
+    if args.overrides:
+        problems.append(f"--set: only for a spec; {args.spec} uses the search's own spec")
+    wrong = (("--top-k", args.top_k), ("--seeds", args.seeds)) if args.spec == "finalize" else \
+        (("--trial", args.trial), ("--name", args.name), ("--promote", args.promote or None))
+    problems += [f"{name}: not an option of {args.spec}" for name, value in wrong if value is not None]
+    if args.spec == "replicate":
+        if args.top_k is not None and not 1 <= args.top_k <= 20:
+            problems.append(f"--top-k: {args.top_k} is not allowed; from 1 to 20 configurations")
+        if args.seeds is not None and not 2 <= args.seeds <= 50:
+            problems.append(f"--seeds: {args.seeds} is not allowed; from 2 to 50 seeds (two at least, for a spread)")
+        options += [part for name, value in (("--top-k", args.top_k), ("--seeds", args.seeds), ("--storage", args.storage))
+                    if value is not None for part in (name, str(value))]
+    else:
+        if args.storage:
+            problems.append("--storage: not an option of finalize")
+        options += [part for name, value in (("--trial", args.trial), ("--name", args.name)) if value
+                    for part in (name, value)] + (["--promote"] if args.promote else [])
+    return problems, options
 
 
 def _follow(client, job_id: str, address: str) -> int:

@@ -37,15 +37,20 @@ class JobNotFound(LookupError):
     """The cluster has no job with this id."""
 
 
+ACTIONS = ("finalize", "replicate")  # `hpsearch submit ACTION SEARCH`: a finished search's next step, as a job
+
+
 @dataclass(frozen=True)
 class Submission:
     """What goes to the Jobs API: nothing in it carries a password (`ray job list` shows the entrypoint)."""
 
-    spec: Spec
+    spec: Spec | None  # None for an action on a search that ran already
     entrypoint: str
     runtime_env: dict[str, Any]
     tracking_uri: str | None  # as the job will use it, without credentials; None: the cluster's default
     notes: tuple[str, ...] = ()  # things the user should know before the job runs
+    title: str = ""  # for the first line of output: "search 'digits-quick'", "finalize of search 'x'"
+    metadata: dict[str, str] | None = None
 
 
 def dashboard_url(address: str) -> str:
@@ -93,7 +98,25 @@ def prepare_submission(source: str, *, overrides: list[str] | tuple[str, ...] = 
     if storage:
         command += ["--storage", storage]
     return Submission(spec=spec, entrypoint=shlex.join(command), runtime_env=runtime_env, tracking_uri=clean_uri,
-                      notes=tuple(notes) + _notes(clean_uri, login))
+                      notes=tuple(notes) + _notes(clean_uri, login), title=f"search {spec.name!r}",
+                      metadata={"hpsearch_spec": spec.name})
+
+
+def prepare_action(action: str, search: str, *, options: list[str] | tuple[str, ...] = (),
+                   tracking_uri: str | None = None) -> Submission:
+    """`hpsearch ACTION SEARCH OPTIONS` as a job: finalize or replicate a search that ran already. The
+    job's driver runs on the head node, so it reads the data and the store as the search's nodes did."""
+    if action not in ACTIONS:
+        raise ValueError(f"{action!r} is not one of {list(ACTIONS)}")
+    command = ["hpsearch", action, search, *options]
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    clean_uri, login = _without_login(uri) if uri else (None, {})
+    if clean_uri:
+        command += ["--tracking-uri", clean_uri]
+    return Submission(spec=None, entrypoint=shlex.join(command),
+                      runtime_env={"env_vars": {**STOP_SETTINGS, **login}}, tracking_uri=clean_uri,
+                      notes=_notes(clean_uri, login), title=f"{action} of search {search!r}",
+                      metadata={"hpsearch_action": action, "hpsearch_search": search})
 
 
 def _plugin_packages(spec: "Spec", folder: Path) -> dict[str, Any]:
@@ -154,7 +177,7 @@ def connect(address: str, *, retry_for_s: float = DEFAULT_RETRY_FOR_S) -> Retryi
 
 def submit(client, submission: Submission) -> str:
     return client.submit_job(entrypoint=submission.entrypoint, runtime_env=submission.runtime_env,
-                             metadata={"hpsearch_spec": submission.spec.name})
+                             metadata=dict(submission.metadata or {}))
 
 
 def job_info(client, job_id: str):
@@ -223,7 +246,7 @@ def job_table(client) -> str:
 
 def describe_submission(job_id: str, *, address: str, submission: Submission) -> list[str]:
     url = dashboard_url(address)
-    lines = [f"submitted search {submission.spec.name!r} as Ray job {job_id}",
+    lines = [f"submitted {submission.title} as Ray job {job_id}",
              f"  runs: {submission.entrypoint}"]
     if submission.tracking_uri:
         lines.append(f"  tracking in {redact_uri(submission.tracking_uri)}")
