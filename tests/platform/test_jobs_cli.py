@@ -63,6 +63,38 @@ def test_a_bad_spec_is_rejected_before_anything_is_submitted(overrides, field, t
     _one_error_line(done, field)
 
 
+@pytest.mark.parametrize(("arguments", "pattern"), [
+    (["finalize"], r"finalize: which search\? `hpsearch submit finalize SEARCH`"),
+    (["replicate", "s", "--trial", "00001"], r"--trial: not an option of replicate"),
+    (["finalize", "s", "--seeds", "3"], r"--seeds: not an option of finalize"),
+    (["finalize", "s", "--set", "train.epochs=2"], r"--set: only for a spec; finalize uses the search's own spec"),
+    (["replicate", "s", "--seeds", "1"], r"--seeds: 1 is not allowed; from 2 to 50 seeds"),
+    (["digits-quick", "extra"], r"extra: a second argument goes only after finalize or replicate"),
+    (["digits-quick", "--promote"], r"--promote: only for `hpsearch submit finalize\|replicate SEARCH`"),
+])
+def test_submitting_finalize_or_replicate_with_bad_arguments_is_one_line(arguments, pattern, capsys):
+    from hpsearch.platform.cli import main
+
+    # No cluster answers at this address: the only error is the arguments', so nothing tried to reach it.
+    assert main(["submit", *arguments, "--address", f"http://127.0.0.1:{free_port()}", "--retry-for", "0"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and re.search(pattern, lines[0]), lines
+
+
+def test_finalize_and_replicate_jobs_pass_their_options_and_keep_the_password_apart():
+    from hpsearch.platform.cluster.jobs import prepare_action
+
+    job = prepare_action("finalize", "digits-quick", options=["--trial", "00003", "--promote"],
+                         tracking_uri="http://ann:s3cret@mlflow.internal:5000")
+    assert job.entrypoint == ("hpsearch finalize digits-quick --trial 00003 --promote "
+                              "--tracking-uri http://mlflow.internal:5000")
+    assert job.runtime_env["env_vars"]["MLFLOW_TRACKING_PASSWORD"] == "s3cret" and "s3cret" not in job.entrypoint
+    assert job.runtime_env["env_vars"]["RAY_JOB_STOP_SIGNAL"] == "SIGINT"
+    replicate = prepare_action("replicate", "x-20261204-1", options=["--top-k", "2", "--seeds", "4"])
+    assert replicate.entrypoint == "hpsearch replicate x-20261204-1 --top-k 2 --seeds 4"
+    assert replicate.metadata == {"hpsearch_action": "replicate", "hpsearch_search": "x-20261204-1"}
+
+
 @pytest.mark.parametrize("address", ["http://127.0.0.1:{port}", "127.0.0.1:{port}"])
 @pytest.mark.parametrize("command", [["submit", "digits-quick"], ["jobs"]])
 def test_an_unreachable_cluster_is_one_line(command, address, tmp_path):
