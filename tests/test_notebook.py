@@ -5,10 +5,13 @@ import sys
 from pathlib import Path
 
 import nbformat
+from PIL import Image
 import pytest
 from nbclient import NotebookClient
 
 from hpsearch import query
+from hpsearch.trainables import load_dataset
+from hpsearch.platform.final import finalize_search
 from hpsearch.platform.search import run_search
 from hpsearch.search_spaces.spec import load_spec
 from tests.conftest import REPO
@@ -45,8 +48,10 @@ def test_example_notebook_runs_against_a_real_search(ray_session, tmp_path: Path
     store = tmp_path / "store"
     store.mkdir()
     uri = f"sqlite:///{store / 'runs.db'}"
-    spec = load_spec("digits-quick", overrides=["search.num_samples=3", "train.epochs=2"], tracking_uri=uri)
+    spec = load_spec("digits-quick", overrides=["search.num_samples=3", "train.epochs=2", "search.replicates.top_k=1",
+                                                "search.replicates.seeds=2"], tracking_uri=uri)
     run_search(spec, storage=tmp_path / "results")
+    finalize_search("digits-quick", tracking_uri=uri, promote=True, progress=lambda line: None)
     expected_trials = query.trials("digits-quick", tracking_uri=uri)
     expected_best = query.best("digits-quick", tracking_uri=uri)
     assert len(expected_trials) == 3
@@ -80,3 +85,17 @@ def test_example_notebook_runs_against_a_real_search(ray_session, tmp_path: Path
     best_text = _cell_text(notebook, "query.best(")
     assert f"best trial {expected_best['trial']}" in best_text
     assert f"  model: {expected_best['config']['model']}" in best_text
+
+    replicates_text = _cell_text(notebook, "query.replicates(")
+    assert expected_best["verdict"] in replicates_text and expected_best["trial"] in replicates_text
+    # The champion, loaded in the notebook, classified its test images as it does here.
+    assert "models:/digits-quick@champion: 1x8x8 images" in _cell_text(notebook, "query.load_model(")
+    champion = query.load_model("models:/digits-quick@champion", uri)
+    test = load_dataset("digits").test
+    files = []
+    for index in range(8):
+        files.append(tmp_path / f"check_{index}.png")
+        Image.fromarray(test.images[index][0].numpy(), mode="L").save(files[-1])
+    right = sum(predicted == str(int(label)) for [(predicted, _)], label in zip(champion.predict(files), test.labels))
+    assert f"champion: {right} of 8 test images right" in _cell_text(notebook, "model.predict(")
+    assert _has_image(notebook, "model.predict(")
