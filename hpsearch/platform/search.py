@@ -44,10 +44,15 @@ def describe_trials(spec: Spec) -> str:
 
     planned, budget = planned_trials(spec), spec.search.time_budget
     if budget is None:
-        return f"{planned} trials"
-    if planned is None:
-        return f"as many trials as fit in {format_duration(budget)}"
-    return f"up to {planned} trials within {format_duration(budget)}"
+        trials = f"{planned} trials"
+    elif planned is None:
+        trials = f"as many trials as fit in {format_duration(budget)}"
+    else:
+        trials = f"up to {planned} trials within {format_duration(budget)}"
+    replicates = spec.search.replicates
+    if replicates is None:
+        return trials
+    return f"{trials}, then the top {replicates.top_k} replicated with {replicates.seeds} new seeds each"
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:

@@ -90,3 +90,21 @@ def test_thinning_best_so_far_keeps_every_improvement():
     assert len(line.x) <= data.MAX_POINTS
     assert set(improvements) <= set(line.x)
     assert max(line.y) == trials["best_val_accuracy"].max()
+
+
+def test_replicated_configurations_are_drawn_with_their_intervals_as_error_bars():
+    from hpsearch.platform.replicates import statistics
+
+    runs = pd.DataFrame({"of": ["00003", "00003", "00003", "00001", "00001"], "seed": [1, 2, 3, 1, 2],
+                         "status": ["completed"] * 4 + ["failed"], "value": [0.90, 0.92, 0.94, 0.80, np.nan],
+                         "best_epoch": [3, 4, 5, 2, 0], "run_id": list("abcde")})
+    trials = pd.DataFrame({"trial": ["00001", "00003"], "best_val_accuracy": [0.95, 0.93]})
+    table = statistics(runs, trials, metric="val_accuracy", mode="max")
+    figure = figures.replicates_figure(runs, table, metric="val_accuracy")
+    seeds, single, means = figure.data
+    assert list(seeds.y) == [0.90, 0.92, 0.94, 0.80]  # every finished seed, the failed one left out
+    assert list(single.y) == [0.93, 0.95]  # the search's own trials, apart from the replicates
+    assert list(means.x) == ["trial 00003", "trial 00001"] and list(means.y) == pytest.approx([0.92, 0.80])
+    assert list(means.error_y.array) == pytest.approx([table["ci_high"][0] - 0.92, 0.0])  # one seed: no interval
+    assert list(means.error_y.arrayminus) == pytest.approx([0.92 - table["ci_low"][0], 0.0])
+    assert figures.replicates_figure(runs.iloc[0:0], table.iloc[0:0], metric="val_accuracy").layout.annotations
