@@ -10,7 +10,9 @@ Once a search has replicates, its winner is the configuration with the best mean
 """
 from __future__ import annotations
 
+import json
 import math
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -180,8 +182,6 @@ def plan(found: query.Search, trials: pd.DataFrame, runs: pd.DataFrame, *, top_k
     """The replicates still to run: the top `top_k` finished trials by their single-seed value, each
     with `seeds` new training seeds, less those that already finished (a second `hpsearch replicate`
     only adds what is missing)."""
-    import tempfile
-
     column = f"best_{found.metric}"
     finished = trials[trials["status"].isin(FINISHED)] if not trials.empty else trials
     if finished.empty or column not in finished or finished[column].isna().all():
@@ -199,8 +199,6 @@ def plan(found: query.Search, trials: pd.DataFrame, runs: pd.DataFrame, *, top_k
             except Exception as error:  # noqa: BLE001  (a trial without its checkpoint cannot be repeated exactly)
                 raise ReplicateError(f"trial {row['trial']} of search {found.search_id!r} has no checkpoint "
                                      f"configuration to repeat ({str(error).splitlines()[0]})") from None
-            import json
-
             config = json.loads(Path(path).read_text())
         params = client.get_run(row["run_id"]).data.params
         for seed in training_seeds(int(config.get("seed", 0)), seeds):
