@@ -234,3 +234,27 @@ def metric_histories(client, run_ids: list[str], metric: str, *, max_points: int
         return [(point.run_id, point.step, point.value) for point in points]
     return [(run_id, point.step, point.value) for run_id in run_ids
             for point in client.get_metric_history(run_id, metric)]
+
+
+# ---- Ray's OptunaSearch: the Optuna trial behind a Tune trial, to tell it the trial's constraints
+# (Optuna 5's Trial.set_constraint) before OptunaSearch.on_trial_complete tells the study its values.
+
+def optuna_trial_of(searcher, trial_id: str):
+    """The optuna.Trial OptunaSearch asked for `trial_id` (its private `_ot_trials`); None on a Ray
+    these internals were not verified with, where constraints then go untold (the trials are still
+    marked infeasible by hpsearch)."""
+    if not ray_verified():
+        return None
+    return getattr(searcher, "_ot_trials", {}).get(trial_id)
+
+
+def optuna_search_missing() -> list[str]:
+    """What optuna_trial_of relies on that the installed Ray's OptunaSearch lacks."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    problems = []
+    if "self._ot_trials[trial_id]" not in inspect.getsource(OptunaSearch.on_trial_complete):
+        problems.append("OptunaSearch.on_trial_complete reading self._ot_trials[trial_id]")
+    if "self._ot_trials[trial_id] = self._ot_study.ask(" not in inspect.getsource(OptunaSearch.suggest):
+        problems.append("OptunaSearch.suggest keeping the Optuna trial in self._ot_trials[trial_id]")
+    return problems

@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("--format", choices=["text", "json"], default="text")
     best.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 
+    pareto = command("pareto", _pareto, "Print the Pareto front of a search with several objectives: the feasible "
+                                        "trials no other beats on every objective.")
+    pareto.add_argument("search", help="search name (its latest search) or id")
+    pareto.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    pareto.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+
     searches = command("searches", _searches, "List the searches in the tracking store, newest first.")
     searches.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 
@@ -359,6 +365,23 @@ def _predict(args) -> int:
     except FinalizeError as error:
         raise UsageError([str(error)]) from None
     print(format_rows(rows, args.format))
+    return 0
+
+
+def _pareto(args) -> int:
+    from hpsearch.platform import query
+
+    found = _find(query.find_search, args.search, args.tracking_uri)
+    front = _find(query.pareto, found, args.tracking_uri)
+    if args.format == "csv":
+        front.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(front.to_json(orient="records", indent=2, default_handler=str, double_precision=15))
+    else:
+        names = " against ".join(f"{metric} ({mode})" for metric, mode in found.objectives) or \
+            f"{found.metric} ({found.mode}) alone: it has one objective"
+        print(f"search {found.search_id}, {names}: {len(front)} trial{'s' if len(front) != 1 else ''} on the front\n"
+              f"{query.format_front(front)}")
     return 0
 
 

@@ -35,6 +35,8 @@ class LiveView(tune.Callback):
         self._reset()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if result.get("infeasible"):
+            return
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and not math.isnan(value) and self._better(value):
             self.best = (value, _label(trial))
@@ -55,6 +57,11 @@ class LiveView(tune.Callback):
         value = last.get(f"best_{self.metric}")
         if status == "diverged":
             reason = "loss became NaN or infinite"
+        if status == "infeasible":
+            when = "before training" if not last.get("epoch") else "in training"
+            self._print(f"{_label(trial, long=True)} infeasible {when}: {last.get('broken', '')}   | "
+                        f"{self.status_line(trials, prefix=False, ending=(trial, status))}")
+            return
         shown = f"{self.metric} {value:.4f}" if isinstance(value, (int, float)) else (reason or "no result")
         if reason and status == "diverged":
             shown = f"{reason}; best {shown}"
@@ -66,7 +73,8 @@ class LiveView(tune.Callback):
                     for trial in trials]
         done = sum(status not in ("running", "pending") for status in statuses)
         parts = [f"{done}/{self.planned} done", f"{statuses.count('running')} running"]
-        parts += [f"{statuses.count(name)} {name.replace('_', ' ')}" for name in ("stopped_early", "diverged", "failed")
+        parts += [f"{statuses.count(name)} {name.replace('_', ' ')}" for name in ("stopped_early", "diverged",
+                                                                                  "infeasible", "failed")
                   if statuses.count(name)]
         if self.best:
             parts.append(f"best {self.metric} {self.best[0]:.4f} ({self.best[1]})")
@@ -94,6 +102,8 @@ def trial_status(trial, epochs: int, *, ended: bool = False) -> str:
     if trial.status != "TERMINATED" and not ended:
         return "running" if trial.status == "RUNNING" else "pending"
     last = trial.last_result or {}
+    if last.get("infeasible"):
+        return "infeasible"
     if last.get("diverged"):
         return "diverged"
     return "completed" if last.get("epoch", 0) >= epochs else "stopped_early"
@@ -141,8 +151,14 @@ def summary_table(trials, *, metric: str, mode: str, limit: int = 10) -> str:
         trials = trials.assign(**{column: float("nan")})
     table = trials.sort_values(column, ascending=mode == "min", na_position="last").head(limit)
     params = [c for c in table.columns if c.startswith("params.")]
-    shown = table[["trial", "status", column, "epochs", *params]].rename(
+    # What each trial's model costs (trainables/cost.py), where its runs recorded it.
+    costs = [name for name in ("params", "macs", "size_mb", "latency_ms", "latency_batch_ms", "peak_memory_mb")
+             if name in table.columns and table[name].notna().any()]
+    shown = table[["trial", "status", column, "epochs", *costs, *params]].rename(
         columns={c: c.removeprefix("params.") for c in params})
+    for name in ("params", "macs"):
+        if name in costs:
+            shown[name] = shown[name].round().astype("Int64")
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 24):
         return shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
 

@@ -6,6 +6,7 @@
     query.curves("digits-quick", "val_accuracy")
     query.best("digits-quick")
     query.replicates("digits-quick")      # mean, std and 95% interval per replicated configuration
+    query.pareto("my-search")             # with search.objectives: the trials no other beats on all
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class Search:
     status: str
     experiment_path: str
     spec_dir: str | None = None  # the spec file's folder, where its plug-ins are imported from
+    objectives: tuple[tuple[str, str], ...] = ()  # (metric, mode) each, the first the metric; () for one
+    constraints: tuple[str, ...] = ()
 
 
 def _search_runs(tracking_uri: str, filter_string: str, experiment_ids: list[str] | None = None) -> pd.DataFrame:
@@ -111,7 +114,11 @@ def find_search(search: str | Search, tracking_uri: str | None = None) -> Search
     return Search(run_id=row["run_id"], search_id=row["search_id"], name=row["name"],
                   experiment_id=row["experiment_id"], metric=run_tags[tags.METRIC], mode=run_tags[tags.MODE],
                   status=status, experiment_path=run_tags.get(tags.EXPERIMENT_PATH, ""),
-                  spec_dir=run_tags.get(tags.SPEC_DIR))
+                  spec_dir=run_tags.get(tags.SPEC_DIR),
+                  objectives=tuple(tuple(item.rsplit(":", 1)) for item in run_tags.get(tags.OBJECTIVES, "").split(",")
+                                   if ":" in item),
+                  constraints=tuple(text.strip() for text in run_tags.get(tags.CONSTRAINTS, "").split(";")
+                                    if text.strip()))
 
 
 def trials(search: str | Search, tracking_uri: str | None = None) -> pd.DataFrame:
@@ -211,6 +218,8 @@ def best_of(found: Search, table: pd.DataFrame, replicated: dict[str, Any] | Non
     """The best trial of a trials table already read (see `best`); by mean over seeds where
     `replicated` (replicates.summary) has finished replicates."""
     column = f"best_{found.metric}"
+    if not table.empty and "status" in table:  # a trial that breaks a constraint is no candidate
+        table = table[table["status"] != "infeasible"]
     if table.empty or column not in table or table[column].isna().all():
         raise SearchNotFound(f"search {found.search_id!r} has no trial with a {found.metric} yet")
     single = table.loc[table[column].idxmax() if found.mode == "max" else table[column].idxmin()]
@@ -233,6 +242,46 @@ def best_of(found: Search, table: pd.DataFrame, replicated: dict[str, Any] | Non
             result.update(mean=leader["mean"], std=leader["std"], ci=[leader["ci_low"], leader["ci_high"]],
                           seeds=leader["seeds"], best_epoch_mean=leader["best_epoch_mean"])
     return result
+
+
+def pareto(search: str | Search, tracking_uri: str | None = None) -> pd.DataFrame:
+    """The trade-off of a search with several objectives: its feasible trials that no other feasible
+    trial beats on every objective, best first objective first; with their objective values
+    (the first as `best_<metric>`), settings (params.*) and MLflow run ids."""
+    uri = resolve_uri(tracking_uri)
+    found = find_search(search, uri)
+    return pareto_of(found, trials(found, uri))
+
+
+def objective_columns(found: Search) -> list[tuple[str, str]]:
+    """(column of the trials table, mode) of each objective: the first is the trial's best value."""
+    objectives = found.objectives or ((found.metric, found.mode),)
+    return [(f"best_{metric}" if index == 0 else metric, mode) for index, (metric, mode) in enumerate(objectives)]
+
+
+def pareto_of(found: Search, table: pd.DataFrame) -> pd.DataFrame:
+    """The Pareto front of a trials table already read (see `pareto`)."""
+    from hpsearch.search_spaces.objectives import pareto_mask
+
+    columns = objective_columns(found)
+    names = [column for column, _ in columns]
+    shown = ["trial", *names, *[c for c in table.columns if c.startswith("params.")], "run_id"]
+    if table.empty or any(name not in table for name in names):
+        return pd.DataFrame(columns=shown)
+    feasible = table[table["status"].isin(("completed", "stopped_early"))].dropna(subset=names)
+    if feasible.empty:
+        return pd.DataFrame(columns=shown)
+    mask = pareto_mask(feasible[names].to_numpy(dtype=float).tolist(), [mode for _, mode in columns])
+    front = feasible[mask]
+    return front[shown].sort_values(names[0], ascending=columns[0][1] == "min", ignore_index=True)
+
+
+def format_front(front: pd.DataFrame) -> str:
+    if front.empty:
+        return "(no feasible trial with every objective measured)"
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 24):
+        return front.drop(columns=["run_id"]).rename(columns=lambda c: c.removeprefix("params.")).to_string(
+            index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
 
 
 def _require_store(tracking_uri: str) -> None:

@@ -184,6 +184,7 @@ def _shared(spec: Spec, recorded: dict[str, Any] | None = None) -> dict[str, Any
 
     shared = {"dataset": dataset, "train": spec.train.model_dump(), "metric": spec.search.metric,
               "mode": spec.search.mode, "cpus": spec.resources.cpus, "plugin_paths": tuple(spec.plugin_paths),
+              "constraints": list(spec.search.constraints),
               # Where validate found the pretrained weights: trials read them there too, where it exists.
               "hub_dir": torch.hub.get_dir()}
     if not spec.dataset.is_image_source:
@@ -244,7 +245,9 @@ def _build_tuner(spec: Spec, shared: dict[str, Any], *, search_id: str, storage_
     search = spec.search
     if search.algorithm == "optuna":
         search_alg = ConcurrencyLimiter(
-            make_optuna_searcher(spec.space, metric=search.metric, mode=search.mode, seed=search.seed),
+            make_optuna_searcher(spec.space, metric=search.metric, mode=search.mode, seed=search.seed,
+                                 objectives=[(o.metric, o.mode) for o in search.objectives or ()],
+                                 constraints=search.constraints),
             max_concurrent=search.max_concurrent)
         param_space = None
     else:
@@ -304,7 +307,7 @@ def _finish(finished: int, *, spec: Spec, shared: dict[str, Any], search_id: str
     found = query.find_search(parent_run_id, tracking_uri)
     table = query.trials(found, tracking_uri)
     counts = {status: int((table["status"] == status).sum())
-              for status in ("completed", "stopped_early", "diverged", "failed")}
+              for status in ("completed", "stopped_early", "diverged", "infeasible", "failed")}
     metric = spec.search.metric
     # Tune stops gracefully on the first Ctrl-C (or `hpsearch stop`), and Ray 2.60 counts the trials it
     # cut short as terminated: the trials whose runs never ended say it too. A spent time budget ends
@@ -363,6 +366,24 @@ def _replicate(spec: Spec, shared: dict[str, Any], found: query.Search, table, *
                   f"  hpsearch replicate {found.search_id} --top-k {settings.top_k} --seeds {settings.seeds}",
                   flush=True)
     return replicates.summary(found, tracking_uri, table)
+
+
+def print_front(found: query.Search, table, *, spec: Spec) -> None:
+    """The trade-off: the feasible trials no other beats on every objective, and what was infeasible."""
+    search = spec.search
+    infeasible = table[table["status"] == "infeasible"] if not table.empty else table
+    if search.constraints:
+        before = int((infeasible["epochs"].fillna(0) == 0).sum()) if not infeasible.empty else 0
+        print(f"\nconstraints {'; '.join(search.constraints)}: {len(infeasible)} of {len(table)} trials infeasible"
+              f"{f', {before} of them ended before training' if before else ''}", flush=True)
+    if not search.objectives:
+        return
+    front = query.pareto_of(found, table)
+    names = " against ".join(f"{o.metric} ({o.mode})" for o in search.objectives)
+    note = (f"; ASHA stopped trials on {search.metric}, the first objective"
+            if search.scheduler.name == "asha" else "")
+    print(f"\nPareto front, {names}: {len(front)} trial{'s' if len(front) != 1 else ''} no other feasible "
+          f"trial beats on every objective{note}\n{query.format_front(front)}", flush=True)
 
 
 def print_replicates(replicated: dict[str, Any] | None, *, found: query.Search) -> None:
@@ -426,6 +447,8 @@ def _print_summary(table, *, spec: Spec, search_id: str, best, counts, tracking_
     done = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n)
     print(f"\nsearch {search_id} finished: {done or 'no trials'}\n")
     print(summary_table(table, metric=metric, mode=spec.search.mode))
+    if found is not None and (spec.search.objectives or spec.search.constraints):
+        print_front(found, table, spec=spec)
     if found is not None:
         print_replicates(replicated, found=found)
     if best:

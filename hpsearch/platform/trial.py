@@ -14,6 +14,7 @@ from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
 import ray
 from ray import tune
 
+from hpsearch.search_spaces.objectives import Constraint
 from hpsearch.search_spaces.space import flatten_config
 from hpsearch.trainables import TrainConfig, TrainingSession, is_diverged, load_dataset
 from hpsearch.trainables.plugins import add_paths
@@ -48,6 +49,31 @@ class SearchTrial(tune.Trainable):
         self._session = TrainingSession(self._train_config, data=data, device=_device())
         self._best_value: float | None = None
         self._best_epoch = 0
+        self._cost_values: dict[str, float] | None = None  # measured before the first epoch
+        self._constraints = [Constraint.parse(text) for text in self._shared.get("constraints", ())]
+
+    def _broken(self, values: Mapping[str, float], *, before_training: bool) -> str:
+        """The constraints `values` break, as `params <= 200000 (params 250,122)`; empty when none."""
+        constraints = [constraint for constraint in self._constraints if constraint.before_training == before_training]
+        return "; ".join(f"{constraint} ({constraint.metric} {values[constraint.metric]:,.6g})"
+                         for constraint in constraints
+                         if values.get(constraint.metric) is not None and not constraint.holds(values[constraint.metric]))
+
+    def _infeasible(self, broken: str) -> dict[str, Any]:
+        """The one result of a trial that ends before training: its costs, and the worst value of its
+        metric (Tune wants one; the tracker logs no such value)."""
+        metric, mode = self._shared["metric"], self._shared["mode"]
+        worst = float("-inf") if mode == "max" else float("inf")
+        return {**self._cost_values, metric: worst, f"best_{metric}": worst, "epoch": 0, "best_epoch": 0,
+                "infeasible": True, "broken": broken, "should_checkpoint": False, "diverged": False, "done": True,
+                "node_id": self._node_id}
+
+    def _costs(self) -> dict[str, float]:
+        from hpsearch.trainables.cost import measured_costs
+
+        session = self._session
+        return measured_costs(session.model, tuple(session.data.input_shape),
+                              autocast=lambda: session.precision.autocast(session.device))
 
     def cleanup(self) -> None:
         if self._session is not None:
@@ -58,6 +84,14 @@ class SearchTrial(tune.Trainable):
         return True
 
     def step(self) -> dict[str, Any]:
+        # A trial's costs, once, before its first epoch: on its own device and threads, not yet trained.
+        # They go with every result (a searcher reads a trial's last), the tracker logs them once.
+        if self._cost_values is None:
+            self._cost_values = self._costs()
+            broken = self._broken(self._cost_values, before_training=True)
+            if broken:  # infeasible before it trains: the search's budget goes to feasible trials
+                return self._infeasible(broken)
+        costs = self._cost_values
         metrics = self._session.run_epoch()
         metric, mode = self._shared["metric"], self._shared["mode"]
         value = metrics[metric]
@@ -66,21 +100,25 @@ class SearchTrial(tune.Trainable):
         if improved:
             self._best_value, self._best_epoch = value, self._session.epoch
         diverged = is_diverged(metrics)
+        broken = self._broken({**costs, **metrics}, before_training=False)  # peak_memory_mb, as training goes
         return {
+            **costs,
             **metrics,
+            **({"infeasible": True, "broken": broken} if broken else {}),
             "epoch": self._session.epoch,
             f"best_{metric}": self._best_value if self._best_value is not None else value,
             "best_epoch": self._best_epoch,
             # Only improvements are checkpointed: Tune's latest checkpoint is the best epoch's.
             "should_checkpoint": improved,
             "diverged": diverged,
-            "done": self._session.finished or diverged,
+            "done": self._session.finished or diverged or bool(broken),
             "node_id": self._node_id,
         }
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         directory = Path(checkpoint_dir)
-        state = {**self._session.state_dict(), "best_value": self._best_value, "best_epoch": self._best_epoch}
+        state = {**self._session.state_dict(), "best_value": self._best_value, "best_epoch": self._best_epoch,
+                 "costs": self._cost_values}
         torch.save(state, directory / STATE_FILE)
         torch.save(self._session.model.state_dict(), directory / MODEL_FILE)
         (directory / CONFIG_FILE).write_text(self._train_config.model_dump_json(indent=2))
@@ -89,6 +127,7 @@ class SearchTrial(tune.Trainable):
         state = torch.load(Path(checkpoint_dir) / STATE_FILE, map_location=self._session.device, weights_only=False)
         self._session.load_state_dict(state)
         self._best_value, self._best_epoch = state["best_value"], state["best_epoch"]
+        self._cost_values = state.get("costs")  # as measured before its first epoch, not again
 
 
 def use_hub_dir(hub_dir: str | None) -> None:

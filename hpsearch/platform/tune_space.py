@@ -52,13 +52,20 @@ def _ray_options(param: Param, algorithm: str) -> list[Any]:
 
 # --------------------------------------------------------------------------- Optuna
 
-def make_optuna_searcher(space: SearchSpace, *, metric: str, mode: str, seed: int):
-    """Ray's OptunaSearch over a define-by-run space with a seeded TPE sampler."""
+def make_optuna_searcher(space: SearchSpace, *, metric: str, mode: str, seed: int,
+                         objectives: list[tuple[str, str]] | None = None, constraints: list[str] | tuple = ()):
+    """Ray's OptunaSearch over a define-by-run space with a seeded TPE sampler; with `objectives`,
+    Optuna's multi-objective TPE, and with `constraints`, Optuna told each trial's violations."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed)
-    return BranchAwareOptunaSearch(space=DefineByRun(space), metric=metric, mode=mode, sampler=sampler)
+    if not objectives and not constraints:
+        return BranchAwareOptunaSearch(space=DefineByRun(space), metric=metric, mode=mode, sampler=sampler)
+    metrics = [name for name, _ in objectives] if objectives else metric
+    modes = [direction for _, direction in objectives] if objectives else mode
+    return ObjectiveOptunaSearch(space=DefineByRun(space), metric=metrics, mode=modes, sampler=sampler,
+                                 first=metric, constraints=list(constraints))
 
 
 @dataclass(frozen=True)
@@ -113,3 +120,28 @@ class BranchAwareOptunaSearch(OptunaSearch):
         if isinstance(suggestion, dict) and OPTUNA_CONFIG_KEY in suggestion:
             return suggestion[OPTUNA_CONFIG_KEY]
         return suggestion
+
+
+class ObjectiveOptunaSearch(BranchAwareOptunaSearch):
+    """Several objectives and constraints: Optuna is told a trial's best value of the first objective
+    (not its last epoch's), its costs, and how far it is from meeting each constraint (Optuna 5's
+    `Trial.set_constraint`: feasible when every value is zero or less)."""
+
+    def __init__(self, *, first: str, constraints: list[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._first = first
+        self._constraint_texts = constraints
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        from hpsearch.platform import _internals
+        from hpsearch.search_spaces.objectives import Constraint, violations
+
+        if result:
+            best = result.get(f"best_{self._first}", result.get(self._first))
+            result = {**result, self._first: best}
+            trial = _internals.optuna_trial_of(self, trial_id) if self._constraint_texts else None
+            if trial is not None:
+                constraints = [Constraint.parse(text) for text in self._constraint_texts]
+                for name, value in violations(constraints, result).items():
+                    trial.set_constraint(name, value)
+        super().on_trial_complete(trial_id, result, error)

@@ -13,15 +13,16 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpsearch.search_spaces._safe_yaml import YamlRefused, load_yaml
 from hpsearch.search_spaces.space import (ALGORITHMS, SearchSpace, SpaceError, check_algorithm, grid_size, parse_space,
                                           path_part, show_value)
 from hpsearch.trainables import DATASETS, EPOCH_METRICS, TrainConfig
+from hpsearch.trainables.cost import COSTS
 from hpsearch.trainables.plugins import is_factory, spec_paths
 from hpsearch._suggest import did_you_mean
 
@@ -256,6 +257,36 @@ class SchedulerSpec(_Frozen):
         return _one_of(name, SCHEDULERS)
 
 
+def _parse_constraint(text: str) -> str:
+    from hpsearch.search_spaces.objectives import Constraint
+
+    Constraint.parse(text)
+    return text
+
+
+ConstraintText = Annotated[str, AfterValidator(_parse_constraint)]
+
+
+class Objective(_Frozen):
+    """One of several objectives: a metric of training (val_accuracy, ...) or a cost (latency_ms, ...)."""
+
+    metric: str
+    mode: str  # max | min
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, metric: str) -> str:
+        known = [*EPOCH_METRICS, *COSTS]
+        if metric not in known:
+            raise ValueError(f"unknown metric {show_value(metric)}; known: {known}{did_you_mean(metric, known)}")
+        return metric
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, mode: str) -> str:
+        return _one_of(mode, MODES)
+
+
 class ReplicatesSpec(_Frozen):
     """Seed replicates: the top configurations trained again with new training seeds, split fixed."""
 
@@ -277,6 +308,27 @@ class SearchSettings(_Frozen):
     # After the search: its top_k configurations again with `seeds` new training seeds each; the winner
     # is then the best mean over those seeds.
     replicates: ReplicatesSpec | None = None
+    # Several objectives at once (the first is `metric`: a trial's best epoch, ASHA and `best` go by it),
+    # and constraints on costs, e.g. "params <= 200000"; see search_spaces/objectives.py.
+    objectives: list[Objective] | None = None
+    constraints: list[ConstraintText] = []
+
+    @model_validator(mode="after")
+    def _first_objective_is_the_metric(self) -> "SearchSettings":
+        if not self.objectives:
+            return self
+        first = self.objectives[0]
+        if {"metric", "mode"} & self.model_fields_set and (self.metric, self.mode) != (first.metric, first.mode):
+            return self  # set apart from the objectives: _objective_problems names it
+        object.__setattr__(self, "metric", first.metric)
+        object.__setattr__(self, "mode", first.mode)
+        return self
+
+    @property
+    def constraint_list(self):
+        from hpsearch.search_spaces.objectives import Constraint
+
+        return [Constraint.parse(text) for text in self.constraints]
 
     @model_validator(mode="after")
     def _default_samples(self) -> "SearchSettings":
@@ -466,6 +518,9 @@ class Spec(_Frozen):
                 del dataset[key]
         if not self.plugins:
             del data["plugins"]
+        for key in ("replicates", "objectives", "constraints"):  # left out of a spec that does not use them
+            if not data["search"][key]:
+                del data["search"][key]
         data["space"] = self._raw_space
         return data
 
@@ -476,8 +531,38 @@ class Spec(_Frozen):
     _base_dir: Path | None = None  # the spec file's folder; None for a built-in spec
 
 
+def _objective_problems(search: SearchSettings) -> list[str]:
+    """Objectives that cannot work: too few or many, one twice, or a first one that is no metric of training."""
+    objectives = search.objectives
+    if objectives is None:
+        return []
+    problems = []
+    metrics = [objective.metric for objective in objectives]
+    if not 2 <= len(objectives) <= 4:
+        problems.append(f"search.objectives: {len(objectives)} objective{'s' if len(objectives) != 1 else ''}; "
+                        f"give 2 to 4 (one objective is search.metric and search.mode)")
+    repeated = sorted({metric for metric in metrics if metrics.count(metric) > 1})
+    if repeated:
+        problems.append(f"search.objectives: {repeated} given more than once; each objective once")
+    first = objectives[0] if objectives else None
+    if first is not None and first.metric not in EPOCH_METRICS:
+        problems.append(f"search.objectives.0.metric: {first.metric!r} is a cost, measured once; the first "
+                        f"objective is the one a trial's best epoch{', ASHA' if search.scheduler.name == 'asha' else ''} "
+                        f"and `best` go by: put a metric of training first, e.g. val_accuracy")
+    for index, objective in enumerate(objectives[1:], start=1):
+        if objective.metric in EPOCH_METRICS:
+            problems.append(f"search.objectives.{index}.metric: {objective.metric!r} is a metric of training; the "
+                            f"objectives after the first are costs, one of {list(COSTS)}")
+    if first is not None and first.metric in EPOCH_METRICS and (search.metric, search.mode) != (first.metric, first.mode):
+        problems.append(f"search.metric: {search.metric!r} ({search.mode}) is not the first objective, "
+                        f"{first.metric!r} ({first.mode}); with objectives the first one is the metric: leave "
+                        f"search.metric and search.mode out, or list that metric first")
+    return problems
+
+
 def _contradictions(spec: Spec) -> list[str]:
     search, problems = spec.search, []
+    problems += _objective_problems(search)
     scheduler, epochs = search.scheduler, spec.train.epochs
     if scheduler.name == "asha" and scheduler.grace_period > epochs:
         problems.append(f"search.scheduler.grace_period: {scheduler.grace_period} epochs is longer than train.epochs "

@@ -17,6 +17,7 @@ from hpsearch.trainables.optim import build_optimizer
 from hpsearch.trainables.precision import Precision, precision_for
 from hpsearch.trainables.schedules import build_schedule
 
+_MEMORY_SAMPLE_EVERY = 32  # training steps between samples of the resident memory (CPU)
 EVAL_BATCH_SIZE = 2048  # examples per forward pass when evaluating; no gradients are kept
 STREAMED_EVAL_BATCH_SIZE = 256  # the same for images decoded from disk, which are larger
 Metrics = dict[str, float]
@@ -132,6 +133,9 @@ class TrainingSession(ModelSession):
         self._val = _to_device(data.val, self.device)
         self.epoch = 0
         self.history: list[Metrics] = []
+        from hpsearch.trainables.cost import PeakMemory
+
+        self.peak_memory = PeakMemory(self.device)  # of training: peak_memory_mb in every epoch's metrics
 
     @property
     def finished(self) -> bool:
@@ -150,8 +154,10 @@ class TrainingSession(ModelSession):
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
-        for inputs, targets in self.batches(self._train, self.config.batch_size, order):
+        for step, (inputs, targets) in enumerate(self.batches(self._train, self.config.batch_size, order)):
             seen += len(targets)
+            if step % _MEMORY_SAMPLE_EVERY == 1:  # after the first step, when gradients and optimizer state exist
+                self.peak_memory.sample()
             if self.augmentation is not None:
                 inputs = self.augmentation(inputs, self.augment_rng)
             with self.precision.autocast(self.device):
@@ -182,6 +188,7 @@ class TrainingSession(ModelSession):
             "lr": epoch_lr,
             "epoch_seconds": time.perf_counter() - started,
             "images_per_second": seen / train_seconds,
+            "peak_memory_mb": self.peak_memory.mb,
         }
         if self.skipped:
             metrics["skipped_images"] = float(self.skipped)

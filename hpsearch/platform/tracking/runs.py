@@ -10,9 +10,9 @@ from typing import Any, Mapping
 
 from hpsearch import __version__
 from hpsearch.platform.tracking.index import TrialRuns, write_index
-from hpsearch.platform.tracking.tags import (ALGORITHM, EXPERIMENT_PATH, HEARTBEAT, HEARTBEAT_EVERY_S, METRIC, MODE,
-                                             PARENT, PLANNED_TRIALS, ROLE, SEARCH_ID, SEARCH_NAME, SPEC_ARTIFACT, SPEC_DIR,
-                                             STATUS)
+from hpsearch.platform.tracking.tags import (ALGORITHM, CONSTRAINTS, EXPERIMENT_PATH, HEARTBEAT, HEARTBEAT_EVERY_S,
+                                             METRIC, MODE, OBJECTIVES, PARENT, PLANNED_TRIALS, ROLE, SEARCH_ID,
+                                             SEARCH_NAME, SPEC_ARTIFACT, SPEC_DIR, STATUS)
 
 DATASET_ARTIFACT = "dataset.json"  # an ImageFolder or plug-in dataset as the search read it: classes, sizes, statistics
 
@@ -83,6 +83,10 @@ def start_search_run(client, *, experiment_id: str, spec, search_id: str, experi
         tags["hpsearch.git_commit"] = commit
     if spec_dir:
         tags[SPEC_DIR] = spec_dir
+    if spec.search.objectives:
+        tags[OBJECTIVES] = ",".join(f"{objective.metric}:{objective.mode}" for objective in spec.search.objectives)
+    if spec.search.constraints:
+        tags[CONSTRAINTS] = "; ".join(spec.search.constraints)
     run = client.create_run(experiment_id, tags=tags, run_name=search_id)
     settings = {
         "dataset": spec.dataset.shown_name, "algorithm": spec.search.algorithm, "metric": spec.search.metric,

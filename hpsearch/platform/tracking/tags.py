@@ -18,6 +18,9 @@ STATUS = "hpsearch.status"  # search: running/completed/interrupted/failed; tria
 EXPERIMENT_PATH = "hpsearch.experiment_path"
 SPEC_DIR = "hpsearch.spec_dir"  # the spec file's folder: resume imports the search's plug-ins from there
 METRIC = "hpsearch.metric"
+OBJECTIVES = "hpsearch.objectives"  # on a parent run with several objectives: "val_accuracy:max,latency_ms:min"
+CONSTRAINTS = "hpsearch.constraints"  # on a parent run with constraints: "params <= 200000; latency_ms <= 2.5"
+INFEASIBLE = "hpsearch.infeasible"  # on an infeasible trial's run: the constraints it broke, with its values
 MODE = "hpsearch.mode"
 ALGORITHM = "hpsearch.algorithm"
 PLANNED_TRIALS = "hpsearch.planned_trials"
@@ -32,7 +35,7 @@ SILENT_AFTER_S = 180.0
 PARENT = "mlflow.parentRunId"
 SPEC_ARTIFACT = "spec.yaml"
 CHECKPOINT_ARTIFACT = "checkpoint"
-TRIAL_STATUSES = ("running", "completed", "stopped_early", "diverged", "failed", "interrupted")
+TRIAL_STATUSES = ("running", "completed", "stopped_early", "diverged", "infeasible", "failed", "interrupted")
 # MLflow's client sends these as HTTP basic auth to a tracking server started with --auth.
 CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 

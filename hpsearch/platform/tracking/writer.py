@@ -31,10 +31,11 @@ from hpsearch.platform.progress import error_line, trial_status
 from hpsearch.platform.tracking.artifacts import log_checkpoint
 from hpsearch.platform.tracking.index import TrialRuns, write_index
 from hpsearch.platform.tracking.runs import client_for, find_search_run, param_value
-from hpsearch.platform.tracking.tags import (ERROR, NODE, PARENT, PROCESS, REPLICATE_OF, REPLICATE_SEED, ROLE,
-                                             SEARCH_ID, STATUS, TRIAL_ID, redact_uri)
+from hpsearch.platform.tracking.tags import (ERROR, INFEASIBLE, NODE, PARENT, PROCESS, REPLICATE_OF, REPLICATE_SEED,
+                                             ROLE, SEARCH_ID, STATUS, TRIAL_ID, redact_uri)
 from hpsearch.search_spaces.space import flatten_config
 from hpsearch.trainables.config import EPOCH_METRICS
+from hpsearch.trainables.cost import COSTS
 
 logger = logging.getLogger(__name__)
 # MLflow prints a link per finished run for an http store: it would break into the live view.
@@ -312,12 +313,18 @@ class TrialTracker(tune.Callback):
 
         run = self._runs[trial_id]
         step = int(result.get("epoch", 0))
+        if step == 0 and result.get("infeasible"):  # ended before training: its costs, and why
+            self._write_infeasible(run, result)
+            return
         if step <= run.last_step:  # replayed after a restore: already in MLflow
             return
         timestamp = int(result.get("timestamp", time.time()) * 1000)
         metrics = [Metric(name, float(value), timestamp, step) for name, value in result.items()
-                   if name in _LOGGED_METRICS and isinstance(value, (int, float))]
+                   if name in _LOGGED_METRICS and isinstance(value, (int, float))
+                   and (step == 1 or name not in _COSTS_ONCE)]  # every result carries the costs: logged once
         tags = []
+        if result.get("infeasible"):
+            tags.append(RunTag(INFEASIBLE, str(result.get("broken", ""))[:5000]))
         process = (node_label(result), str(result.get("pid", "?")))
         if process != run.process:  # its first report, or its first after a retry elsewhere
             tags += [RunTag(NODE, process[0]), RunTag(PROCESS, process[1])]
@@ -327,6 +334,16 @@ class TrialTracker(tune.Callback):
         if result.get("best_epoch") == step:  # improved: SearchTrial checkpointed this epoch, on this node
             run.checkpoint_node = result.get("node_id")
         run.last_step = step
+
+    def _write_infeasible(self, run: _TrialRun, result: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        timestamp = int(result.get("timestamp", time.time()) * 1000)
+        metrics = [Metric(name, float(value), timestamp, 0) for name, value in result.items()
+                   if name in COSTS and isinstance(value, (int, float)) and math.isfinite(value)]
+        self._client.log_batch(run.run_id, metrics=metrics, tags=[
+            RunTag(INFEASIBLE, str(result.get("broken", ""))[:5000]),
+            RunTag(NODE, node_label(result)), RunTag(PROCESS, str(result.get("pid", "?")))])
 
     def _write_end(self, trial_id: str, status: str, error: str | None, checkpoint) -> None:
         run = self._runs.get(trial_id)
@@ -375,7 +392,8 @@ def node_label(result: Mapping[str, Any]) -> str:
     return f"{result.get('hostname', '?')} ({result.get('node_ip', '?')}, node {node_id})"
 
 
-_LOGGED_METRICS = frozenset({*EPOCH_METRICS, "epoch", "best_epoch", "skipped_images",
+_COSTS_ONCE = frozenset(COSTS) - {"peak_memory_mb"}  # peak memory grows as training goes: logged each epoch
+_LOGGED_METRICS = frozenset({*EPOCH_METRICS, *COSTS, "epoch", "best_epoch", "skipped_images",
                              *(f"best_{name}" for name in EPOCH_METRICS)})
 
 

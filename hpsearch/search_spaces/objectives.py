@@ -1,0 +1,100 @@
+"""Several objectives and cost constraints: parsed, checked, and the Pareto front of a set of trials.
+
+A constraint is a text such as `params <= 200000` on one of a trial's costs (trainables/cost.py).
+Its violation is a number that is zero or less when it holds, as Optuna's constraint API takes it.
+Constraints on what is known before training (the model's size, its latency) end an infeasible
+trial before its first epoch; `peak_memory_mb` is known only once it trained.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from hpsearch.trainables.cost import COSTS
+
+OPERATORS = ("<=", ">=", "<", ">")
+# Measured before the first epoch (SearchTrial): a constraint on one of these ends a trial before it trains.
+BEFORE_TRAINING = ("params", "macs", "size_mb", "latency_ms", "latency_batch_ms")
+_PATTERN = re.compile(r"^\s*([A-Za-z_][A-Za-z_0-9]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    metric: str
+    operator: str
+    bound: float
+
+    @classmethod
+    def parse(cls, text: str) -> "Constraint":
+        """`params <= 200000`; ValueError says what is wrong and what is allowed."""
+        match = _PATTERN.match(text) if isinstance(text, str) else None
+        if match is None:
+            raise ValueError(f"{text!r} is not a constraint; write NAME OP NUMBER, e.g. 'params <= 200000', "
+                             f"with OP one of {list(OPERATORS)} and NAME one of {list(COSTS)}")
+        metric, operator, number = match.groups()
+        if metric not in COSTS:
+            from hpsearch._suggest import did_you_mean
+
+            raise ValueError(f"{text!r}: {metric!r} is not a cost constraints can bound; one of {list(COSTS)}"
+                             f"{did_you_mean(metric, list(COSTS))}")
+        try:
+            bound = float(number)
+        except ValueError:
+            bound = float("nan")
+        if not math.isfinite(bound):
+            raise ValueError(f"{text!r}: {number!r} is not a finite number")
+        return cls(metric, operator, bound)
+
+    @property
+    def before_training(self) -> bool:
+        return self.metric in BEFORE_TRAINING
+
+    def violation(self, value: float) -> float:
+        """How far `value` is from satisfying the constraint: <= 0 when it holds (Optuna's convention)."""
+        if self.operator in ("<=", "<"):
+            excess = value - self.bound
+        else:
+            excess = self.bound - value
+        if self.operator in ("<", ">") and excess == 0:
+            return math.ulp(max(abs(self.bound), 1.0))  # equal is not strictly less or greater
+        return excess
+
+    def holds(self, value: float) -> bool:
+        return self.violation(value) <= 0
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.operator} {self.bound:g}"
+
+
+def violations(constraints: Sequence[Constraint], values: Mapping[str, float]) -> dict[str, float]:
+    """Each constraint's violation (keyed by its text) for the costs in `values`; those not measured are left out."""
+    return {str(constraint): constraint.violation(float(values[constraint.metric]))
+            for constraint in constraints if values.get(constraint.metric) is not None}
+
+
+def pareto_mask(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[bool]:
+    """Which points no other point dominates (at least as good in every objective, better in one)."""
+    signs = [1.0 if mode == "max" else -1.0 for mode in modes]
+    scored = [[sign * value for sign, value in zip(signs, point)] for point in points]
+    front = []
+    for index, point in enumerate(scored):
+        dominated = any(all(o >= p for o, p in zip(other, point)) and any(o > p for o, p in zip(other, point))
+                        for other_index, other in enumerate(scored) if other_index != index)
+        front.append(not dominated)
+    return front
+
+
+def hypervolume_2d(points: Iterable[Sequence[float]], modes: Sequence[str], reference: Sequence[float]) -> float:
+    """The area two objectives' points dominate up to `reference` (worse than every point in both)."""
+    signs = [1.0 if mode == "max" else -1.0 for mode in modes]
+    # As maximization of both, measured from the reference point.
+    scored = sorted(((signs[0] * (x - reference[0]), signs[1] * (y - reference[1])) for x, y in points),
+                    key=lambda point: -point[0])
+    area, best_y = 0.0, 0.0
+    for x, y in scored:
+        if x > 0 and y > best_y:
+            area += x * (y - best_y)
+            best_y = y
+    return area

@@ -1,0 +1,117 @@
+"""What a model costs: trainable parameters, multiply-accumulates, size, latency and training memory.
+
+Measured for every trial, once, on the trial's own device and threads: the figures a user weighs
+against accuracy (`search.objectives`, `search.constraints`). Parameters, MACs and size are known
+before the first epoch (`STATIC`), so a constraint on them can end a trial before it trains.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+STATIC = ("params", "macs", "size_mb")  # known from the model alone, before training
+MEASURED = ("latency_ms", "latency_batch_ms", "peak_memory_mb")  # measured on the trial's device
+COSTS = STATIC + MEASURED
+LATENCY_BATCH = 64  # images in the batch latency_batch_ms is measured on
+_WARMUP = 3  # forward passes before timing: lazy initialization, allocator and caches settle
+_REPEATS = (5, 50)  # timed forward passes: at least, at most
+_TIMING_BUDGET_S = 0.25  # per batch size: fewer repeats beyond it (a large model on a CPU)
+
+
+def static_costs(model: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:
+    """params (trainable), macs (of one image's forward pass, torch's flop counter: FLOPs / 2) and
+    size_mb (the state dict as torch.save writes it)."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return {"params": float(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+            "macs": float(count_macs(model, input_shape)), "size_mb": buffer.tell() / 2**20}
+
+
+def count_macs(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass of one image, in eval mode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = _device_of(model)
+    with _eval(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *input_shape, device=device))
+    return counter.get_total_flops() // 2
+
+
+def latency_ms(model: torch.nn.Module, input_shape: tuple[int, ...], *, batch: int = 1,
+               autocast: Callable[[], Any] | None = None) -> float:
+    """Median wall time in milliseconds of one forward pass of `batch` images on the model's device,
+    after warm-up, with this process's torch threads."""
+    device = _device_of(model)
+    images = torch.zeros(batch, *input_shape, device=device)
+    times: list[float] = []
+    with _eval(model), torch.no_grad(), (autocast() if autocast else contextlib.nullcontext()):
+        for _ in range(_WARMUP):
+            model(images)
+        _synchronize(device)
+        deadline = time.perf_counter() + _TIMING_BUDGET_S
+        while len(times) < _REPEATS[0] or (len(times) < _REPEATS[1] and time.perf_counter() < deadline):
+            started = time.perf_counter()
+            model(images)
+            _synchronize(device)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def measured_costs(model: torch.nn.Module, input_shape: tuple[int, ...], *,
+                   autocast: Callable[[], Any] | None = None) -> dict[str, float]:
+    """Every cost but peak_memory_mb, which training reports as it goes (PeakMemory)."""
+    return {**static_costs(model, input_shape),
+            "latency_ms": latency_ms(model, input_shape, autocast=autocast),
+            "latency_batch_ms": latency_ms(model, input_shape, batch=LATENCY_BATCH, autocast=autocast)}
+
+
+class PeakMemory:
+    """Peak memory of training: the CUDA allocator's peak on a GPU; on a CPU the largest resident set
+    of this process seen (sampled as training goes: `sample()`)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._peak = 0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            import psutil
+
+            self._process = psutil.Process()
+            self.sample()
+
+    def sample(self) -> None:
+        if self.device.type != "cuda":
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    @property
+    def mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        self.sample()
+        return self._peak / 2**20
+
+
+@contextlib.contextmanager
+def _eval(model: torch.nn.Module):
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
