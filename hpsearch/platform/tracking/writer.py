@@ -350,7 +350,8 @@ class TrialTracker(tune.Callback):
         if run is None:  # failed before it started
             self._write_start(trial_id, {})
             run = self._runs[trial_id]
-        if checkpoint is not None and self.role == "trial":  # a replicate's checkpoint stays with Tune
+        # A replicate's checkpoint stays with Tune; a trial ended before training has nothing to keep.
+        if checkpoint is not None and self.role == "trial" and not (status == "infeasible" and run.last_step == 0):
             try:
                 log_checkpoint(self._client, run.run_id, checkpoint, node_id=run.checkpoint_node,
                                tracking_uri=self.tracking_uri)

@@ -1,0 +1,103 @@
+"""Accuracy against cost on a real search: Optuna's multi-objective TPE on digits with a static
+constraint, a real local Ray and a real SQLite store; the front checked against the runs themselves."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from hpsearch import query
+from hpsearch.platform import _internals
+from hpsearch.platform.cli import main
+from hpsearch.platform.search import run_search
+from hpsearch.platform.tune_space import make_optuna_searcher
+from hpsearch.search_spaces.spec import validate_spec
+
+COSTS = ("params", "macs", "size_mb", "latency_ms", "latency_batch_ms")
+LIMIT = 20_000
+
+
+@pytest.fixture(scope="module")
+def traded_off(ray_session, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("objectives")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    spec = validate_spec({
+        "name": "digits-tradeoff",
+        "search": {"algorithm": "optuna", "num_samples": 10, "max_concurrent": 2, "seed": 1,
+                   "objectives": [{"metric": "val_accuracy", "mode": "max"}, {"metric": "latency_batch_ms", "mode": "min"}],
+                   "constraints": [f"params <= {LIMIT}"]},
+        "train": {"epochs": 2},
+        "tracking": {"uri": uri, "experiment": "tradeoff"},
+        "space": {"model": {"choice": {"mlp": {"hidden_sizes": {"choice": [[16], [64], [256, 128]]}},
+                                       "cnn": {"channels": {"choice": [8, 32]}, "depth": {"int": [1, 3]}}}}},
+    })
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        outcome = run_search(spec, storage=folder / "results")
+    return outcome, uri, out.getvalue()
+
+
+pytestmark = pytest.mark.e2e
+
+
+def _runs(uri: str, parent_run_id: str) -> list:
+    return MlflowClient(uri).search_runs(["1"], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+
+
+def test_every_trial_logs_its_costs_once_and_no_infeasible_trial_trains(traded_off) -> None:
+    outcome, uri, out = traded_off
+    client = MlflowClient(uri)
+    runs = _runs(uri, outcome.parent_run_id)
+    infeasible = [run for run in runs if run.data.tags["hpsearch.status"] == "infeasible"]
+    assert outcome.counts["infeasible"] == len(infeasible) >= 1, outcome.counts
+    for run in runs:
+        assert all(run.data.metrics[name] > 0 for name in COSTS), run.data.metrics
+        assert len(client.get_metric_history(run.info.run_id, "latency_ms")) == 1  # logged once
+    for run in infeasible:  # ended before its first epoch, saying why
+        assert run.data.metrics["params"] > LIMIT and f"params <= {LIMIT}" in run.data.tags["hpsearch.infeasible"]
+        assert not client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert not client.list_artifacts(run.info.run_id, "checkpoint")
+    for run in runs:
+        if run not in infeasible:
+            assert run.data.metrics["params"] <= LIMIT and run.data.metrics["epoch"] == 2
+    assert f"{len(infeasible)} of 10 trials infeasible, {len(infeasible)} of them ended before training" in out
+    # The batch's latency grows with the work the model does, on the one device they share.
+    by_macs = sorted(runs, key=lambda run: run.data.metrics["macs"])
+    assert by_macs[0].data.metrics["latency_batch_ms"] < by_macs[-1].data.metrics["latency_batch_ms"]
+
+
+def test_the_front_is_the_non_dominated_feasible_trials_of_the_runs(traded_off) -> None:
+    outcome, uri, out = traded_off
+    feasible = [run for run in _runs(uri, outcome.parent_run_id) if run.data.tags["hpsearch.status"] == "completed"]
+    points = {run.info.run_id: (run.data.metrics["best_val_accuracy"], run.data.metrics["latency_batch_ms"])
+              for run in feasible}
+    expected = {run_id for run_id, (accuracy, latency) in points.items()
+                if not any(a >= accuracy and l <= latency and (a > accuracy or l < latency)
+                           for other, (a, l) in points.items() if other != run_id)}
+    front = query.pareto(outcome.search_id, uri)
+    assert set(front["run_id"]) == expected and front["best_val_accuracy"].is_monotonic_decreasing
+    assert "Pareto front, val_accuracy (max) against latency_batch_ms (min)" in out
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown):
+        assert main(["pareto", outcome.search_id, "--format", "json", "--tracking-uri", uri]) == 0
+    assert [row["run_id"] for row in json.loads(shown.getvalue())] == front["run_id"].tolist()
+    # The best trial is feasible: one that breaks a constraint is no candidate.
+    assert query.best(outcome.search_id, uri)["run_id"] in points
+
+
+def test_optuna_is_told_each_trials_constraints_and_best_value() -> None:
+    assert _internals.optuna_search_missing() == []
+    spec = validate_spec({"name": "x", "search": {"algorithm": "optuna"}, "space": {"lr": {"loguniform": [0.001, 0.1]}}})
+    searcher = make_optuna_searcher(spec.space, metric="val_accuracy", mode="max", seed=0,
+                                    objectives=[("val_accuracy", "max"), ("params", "min")],
+                                    constraints=["params <= 100"])
+    searcher.suggest("a"), searcher.suggest("b")
+    searcher.on_trial_complete("a", {"val_accuracy": 0.5, "best_val_accuracy": 0.9, "params": 150.0})
+    searcher.on_trial_complete("b", {"val_accuracy": 0.5, "best_val_accuracy": 0.8, "params": 50.0})
+    study = searcher._ot_study
+    assert [trial.values for trial in study.trials] == [[0.9, 150.0], [0.8, 50.0]]  # the best epoch's value
+    assert [trial.constraints for trial in study.trials] == [{"params <= 100": 50.0}, {"params <= 100": -50.0}]
+    assert [trial.number for trial in study.best_trials] == [1]  # the infeasible one is on no front
