@@ -11,9 +11,9 @@ from dash import Input, Output, State, html, no_update
 
 from hpsearch.dashboard import data, figures, layout
 from hpsearch.dashboard.source import RunSource
-from hpsearch.platform.query import SearchNotFound
+from hpsearch.platform.query import SearchNotFound, objective_columns, pareto_of
 
-IMPORTANCE_TRIALS = 500  # fANOVA on a seeded sample of a larger search (14 s at 1,000 trials, 5 s at 500)
+IMPORTANCE_TRIALS = 2000  # PED-ANOVA on a seeded sample of a larger search
 _HIDDEN_BY_DEFAULT = ("start_time", "end_time", "node", "epoch_seconds", "images_per_second",
                       "lr")
 _RED = "#fde2dd"
@@ -299,24 +299,47 @@ def metric_vs_param_view(source: RunSource, search_id: str, param: str | None, c
                                    color_by=color_by if color_by != param else None)
 
 
-def importance_view(source: RunSource, search_id: str):
-    """fANOVA importance, on a seeded sample of a large search, recomputed only when the finished
-    trials have grown by a tenth (it takes seconds at hundreds of trials, and a page asks on every change)."""
+def importance_view(source: RunSource, search_id: str, objective: str | None = None):
+    """PED-ANOVA importance for the search's metric (or another of its objectives), on a seeded sample
+    of a large search, recomputed only when the finished trials have grown by a tenth (a page asks on
+    every change)."""
     found = source.search(search_id, refresh=False)
     finished = data.trials_with_result(found.trials, found.search.metric)
     if finished.empty:
         return figures.empty_figure(data.no_results_reason(found.trials, found.search.metric))
-    cached = source.memo.get(("importance", search_id))
+    columns = dict(objective_columns(found.search))
+    column = objective if objective in columns else next(iter(columns))
+    cached = source.memo.get(("importance", search_id, column))
     if cached is not None and cached[0] <= len(finished) < max(cached[0] + 1, cached[0] * 1.1):
         return cached[1]
     sample = finished.sample(IMPORTANCE_TRIALS, random_state=0) if len(finished) > IMPORTANCE_TRIALS else finished
-    importance = data.parameter_importance(sample, metric=found.search.metric, mode=found.search.mode)
+    importance = data.parameter_importance(sample, metric=found.search.metric, mode=columns[column], column=column)
     figure = figures.importance_figure(importance)
     if len(sample) < len(finished):
         figure.update_layout(title=dict(text=f"from a sample of {len(sample)} of {len(finished)} trials",
                                         font=dict(size=12)))
-    source.memo[("importance", search_id)] = (len(finished), figure)
+    source.memo[("importance", search_id, column)] = (len(finished), figure)
     return figure
+
+
+def objective_options(search) -> list[dict]:
+    """The objectives as a dropdown lists them: the first by its best value."""
+    return [{"label": column.removeprefix("best_") + f" ({mode})", "value": column}
+            for column, mode in objective_columns(search)]
+
+
+def pareto_view(source: RunSource, search_id: str, x: str | None, y: str | None):
+    """Two objectives against each other: the front drawn, dominated and infeasible trials faded."""
+    found = source.search(search_id, refresh=False)
+    columns = dict(objective_columns(found.search))
+    if len(columns) < 2:
+        return figures.empty_figure("one objective: list several in search.objectives to see a trade-off "
+                                    "(trials' costs are in the table)")
+    names = list(columns)
+    x = x if x in columns else names[0]
+    y = y if y in columns and y != x else next(name for name in names if name != x)
+    front = set(pareto_of(found.search, found.trials)["trial"])
+    return figures.pareto_figure(found.trials, x=x, y=y, modes=(columns[x], columns[y]), front=front)
 
 
 def replicates_view(source: RunSource, search_id: str):
@@ -405,7 +428,38 @@ def register(app, source: RunSource) -> None:
     def _replicates(version, search_id):
         return replicates_view(source, search_id) if version else (no_update, no_update)
 
-    @app.callback(Output("importance", "figure"), Input("grid-version", "data"), State("search-id", "data"))
-    def _importance(version, search_id):
-        return importance_view(source, search_id) if version else no_update
+    @app.callback(Output("importance", "figure"), Input("grid-version", "data"), Input("importance-objective", "value"),
+                  State("search-id", "data"))
+    def _importance(version, objective, search_id):
+        return importance_view(source, search_id, objective) if version else no_update
+
+    @app.callback(Output("pareto-x", "options"), Output("pareto-x", "value"), Output("pareto-y", "options"),
+                  Output("pareto-y", "value"), Output("importance-objective", "options"),
+                  Output("importance-objective", "value"), Output("pareto-card", "style"),
+                  Input("grid-version", "data"), State("search-id", "data"), State("pareto-x", "value"),
+                  State("pareto-y", "value"), State("importance-objective", "value"))
+    def _objectives(version, search_id, x, y, objective):
+        if not version:
+            return (no_update,) * 7
+        search = source.search(search_id, refresh=False).search
+        options = objective_options(search)
+        values = [option["value"] for option in options]
+        x = x if x in values else values[0]
+        y = y if y in values and y != x else (values[1] if len(values) > 1 else None)
+        shown = {**layout.CARD} if len(values) > 1 else {"display": "none"}
+        return options, x, options, y, options, objective if objective in values else values[0], shown
+
+    @app.callback(Output("pareto", "figure"), Input("pareto-x", "value"), Input("pareto-y", "value"),
+                  Input("grid-version", "data"), State("search-id", "data"))
+    def _pareto(x, y, version, search_id):
+        return pareto_view(source, search_id, x, y) if version else no_update
+
+    @app.callback(Output("trials-grid", "selectedRows", allow_duplicate=True), Input("pareto", "clickData"),
+                  prevent_initial_call=True)
+    def _pick_from_pareto(click):
+        points = (click or {}).get("points") or []
+        trial = points[0].get("customdata") if points else None
+        if isinstance(trial, list):
+            trial = trial[0]
+        return {"ids": [str(trial)]} if trial else no_update
 

@@ -197,3 +197,44 @@ def replicates_figure(runs: pd.DataFrame, stats: pd.DataFrame, *, metric: str) -
     figure.update_yaxes(title=f"best {metric}")
     figure.update_layout(legend=dict(orientation="h", y=1.12))
     return figure
+
+
+def pareto_figure(trials: pd.DataFrame, *, x: str, y: str, modes: tuple[str, str], front: set[str]) -> go.Figure:
+    """Two objectives against each other: the front drawn and joined, the dominated feasible trials
+    and the infeasible ones faded; hover shows a trial's settings, `customdata` is its id (a click
+    selects it)."""
+    if trials.empty or x not in trials or y not in trials:
+        return empty_figure(f"no trial has both {x} and {y} yet")
+    shown = trials.dropna(subset=[x, y])
+    if shown.empty:
+        return empty_figure(f"no trial has both {x} and {y} yet")
+    params = parameter_columns(shown)
+    settings = [", ".join(f"{name.removeprefix('params.')}={value}" for name, value in row.items()
+                          if not (isinstance(value, float) and math.isnan(value)) and value is not None)
+                for _, row in shown[params].iterrows()] if params else [""] * len(shown)
+    shown = shown.assign(_settings=settings)
+    groups = (("infeasible", shown["status"] == "infeasible", dict(color="#bbbbbb", symbol="x", size=8), 0.5),
+              ("dominated", (shown["status"] != "infeasible") & ~shown["trial"].isin(front),
+               dict(color="#9ecae1", size=8), 0.55),
+              ("front", shown["trial"].isin(front), dict(color="#d62728", size=11), 1.0))
+    figure = go.Figure(layout=_LAYOUT)
+    for name, mask, marker, opacity in groups:
+        part = shown[mask]
+        if part.empty:
+            continue
+        if name == "front":
+            ordered = part.sort_values(x)
+            figure.add_trace(go.Scatter(x=ordered[x], y=ordered[y], mode="lines", line=dict(color="#d62728", width=1.5,
+                                        shape="hv"), hoverinfo="skip", showlegend=False))
+        figure.add_trace(_scatter(len(part))(
+            x=part[x], y=part[y], mode="markers", name=name, marker=marker, opacity=opacity,
+            customdata=part["trial"], text=part["_settings"],
+            hovertemplate=f"trial %{{customdata}} ({name})<br>{x}: %{{x:.4g}}<br>{y}: %{{y:.4g}}<br>%{{text}}<extra></extra>"))
+    for axis, name, mode in ((figure.update_xaxes, x, modes[0]), (figure.update_yaxes, y, modes[1])):
+        axis(title=f"{name.removeprefix('best_')} ({'higher' if mode == 'max' else 'lower'} is better)")
+    unplaced = int(((trials["status"] == "infeasible") & (trials[x].isna() | trials[y].isna())).sum())
+    title = f"{unplaced} infeasible trial{'s' if unplaced != 1 else ''} not drawn: ended before training" \
+        if unplaced else None
+    figure.update_layout(legend=dict(orientation="h", y=1.12),
+                         title=dict(text=title, font=dict(size=12), x=0.99, xanchor="right") if title else None)
+    return figure

@@ -63,6 +63,15 @@ def search_page(search_id: str, *, selected: list[str]) -> html.Div:
                                      value="trial", inline=True, inputStyle={"marginLeft": "12px"}),
                       dcc.Graph(id="best-so-far", **graph)], style={**CARD, "flex": "2 1 560px"}),
         ], style={"display": "flex", "gap": "16px", "flexWrap": "wrap"}),
+        html.Div([
+            html.Div([html.H4("Accuracy against cost", style={"margin": 0}),
+                      dcc.Dropdown(id="pareto-x", clearable=False, style={"width": "220px"}),
+                      html.Span("against", style={"color": "#666"}),
+                      dcc.Dropdown(id="pareto-y", clearable=False, style={"width": "220px"}),
+                      html.Span("the front: trials no other feasible trial beats on both; click one to select it",
+                                style={"color": "#666", "fontSize": "13px"})],
+                     style={"display": "flex", "gap": "12px", "alignItems": "center"}),
+            dcc.Graph(id="pareto", **graph)], style={"display": "none"}, id="pareto-card"),
         html.Div([html.H4("Seed replicates", style={"margin": 0}),
                   html.Div(id="replicates-verdict", style={"color": "#444", "margin": "4px 0"}),
                   dcc.Graph(id="replicates", **graph)], style=CARD, id="replicates-card"),
@@ -91,7 +100,10 @@ def search_page(search_id: str, *, selected: list[str]) -> html.Div:
                       dcc.Dropdown(id="color-param", placeholder="(none)", style={"width": "220px"})],
                      style={"display": "flex", "gap": "12px", "alignItems": "center"}),
             dcc.Graph(id="metric-vs-param", **graph)], style=CARD),
-        html.Div([html.H4("Parameter importance (fANOVA)", style={"margin": 0}),
+        html.Div([html.Div([html.H4("Parameter importance (PED-ANOVA)", style={"margin": 0}),
+                            html.Span("for", style={"color": "#666"}),
+                            dcc.Dropdown(id="importance-objective", clearable=False, style={"width": "240px"})],
+                           style={"display": "flex", "gap": "12px", "alignItems": "center"}),
                   dcc.Graph(id="importance", **graph)], style=CARD),
     ])
 

@@ -16,11 +16,12 @@ from tests.conftest import REPO, run_cli
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 CHROMEDRIVER = "chromedriver"
 ARTIFACTS = Path(os.environ.get("HPSEARCH_ARTIFACTS", REPO / "artifacts")) / "screenshots"
-# A short real search with both branches of each choice and early stopping, its top two configurations
-# replicated with two new seeds each.
+# A short real search with both branches of each choice and early stopping, accuracy against latency,
+# its top two configurations replicated with two new seeds each.
 SEARCH_ARGS = ("digits-quick", "--set", "search.num_samples=6", "--set", "train.epochs=3",
                "--set", "search.scheduler.name=asha", "--set", "search.scheduler.reduction_factor=2",
-               "--set", "search.replicates.top_k=2", "--set", "search.replicates.seeds=2")
+               "--set", "search.replicates.top_k=2", "--set", "search.replicates.seeds=2",
+               "--set", "search.objectives=[{metric: val_accuracy, mode: max}, {metric: latency_batch_ms, mode: min}]")
 
 
 @pytest.fixture(scope="session")

@@ -80,6 +80,24 @@ def test_search_page_shows_every_view_and_selecting_a_trial_draws_its_curve(dash
     screenshot(browser, "search")
 
 
+def test_the_pareto_view_draws_the_front_and_a_click_selects_a_trial(dashboard, browser, searched_store):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    search = query.searches(searched_store).iloc[0]
+    front = query.pareto(search.search_id, searched_store)
+    assert len(front) >= 1
+    browser.get(f"{dashboard.url}/search/{search.search_id}")
+    _wait(browser, lambda d: d.find_element(By.ID, "pareto-card").is_displayed(), "no Pareto view")
+    points = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#pareto .scatterlayer .trace:last-child .point"),
+                   "the front is not drawn")
+    assert len(points) == len(front)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", points[0])
+    ActionChains(browser).move_to_element(points[0]).click().perform()
+    _wait(browser, lambda d: len(_curve_traces(d)) == 1, "clicking a trial on the front selected nothing")
+    assert any(f"trials={trial}" in browser.current_url for trial in front["trial"])
+    screenshot(browser, "pareto")
+
+
 def test_a_deep_link_opens_a_search_with_trials_selected(dashboard, browser, searched_store):
     search = query.searches(searched_store).iloc[0]
     chosen = query.trials(search.search_id, searched_store)["trial"].tolist()[:3]

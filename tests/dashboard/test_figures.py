@@ -108,3 +108,17 @@ def test_replicated_configurations_are_drawn_with_their_intervals_as_error_bars(
     assert list(means.error_y.array) == pytest.approx([table["ci_high"][0] - 0.92, 0.0])  # one seed: no interval
     assert list(means.error_y.arrayminus) == pytest.approx([0.92 - table["ci_low"][0], 0.0])
     assert figures.replicates_figure(runs.iloc[0:0], table.iloc[0:0], metric="val_accuracy").layout.annotations
+
+
+def test_the_pareto_view_joins_the_front_and_fades_the_rest():
+    trials = pd.DataFrame({"trial": ["a", "b", "c", "d"], "status": ["completed", "completed", "completed", "infeasible"],
+                           "best_val_accuracy": [0.9, 0.8, 0.7, np.nan], "latency_ms": [2.0, 1.0, 3.0, 0.5],
+                           "params.lr": [0.1, 0.01, 0.001, 0.1]})
+    figure = figures.pareto_figure(trials, x="best_val_accuracy", y="latency_ms", modes=("max", "min"), front={"a", "b"})
+    names = [trace.name for trace in figure.data]
+    assert names == ["dominated", None, "front"]  # the infeasible trial never trained: no accuracy to place it by
+    dominated, line, front = figure.data
+    assert list(dominated.customdata) == ["c"] and dominated.opacity < 1
+    assert list(line.x) == [0.8, 0.9] and list(front.customdata) == ["a", "b"]
+    assert "lr=0.1" in front.text[0]
+    assert "1 infeasible trial not drawn" in figure.layout.title.text
