@@ -190,6 +190,16 @@ def _validate(args) -> int:
         skipped = f"; {len(scan.skipped)} unreadable files skipped" if scan.skipped else ""
         print(f"# data: {scan.images:,} images in {len(scan.classes)} classes ({len(scan.train):,} train, "
               f"{len(scan.val):,} val, {len(scan.test):,} test; {layout}){skipped}")
+    search = spec.search
+    if search.objectives:
+        names = " against ".join(f"{o.metric} ({o.mode})" for o in search.objectives)
+        how = "Optuna's multi-objective TPE" if search.algorithm == "optuna" else "the front computed from the trials"
+        print(f"# objectives: {names}, {how}"
+              + (f"; ASHA stops trials on {search.metric}, the first" if search.scheduler.name == "asha" else ""))
+    if search.constraints:
+        before = [c for c in search.constraint_list if c.before_training]
+        print(f"# constraints: {'; '.join(search.constraints)}"
+              + (f" ({len(before)} checked before a trial's first epoch)" if before else ""))
     print(f"# ok: {describe_trials(spec)}, {spec.search.algorithm} search, tracking in {resolve_uri(spec.tracking.uri)}")
     return 0
 
