@@ -19,7 +19,7 @@ Then, in this one process, against the same store:
   curves50_s           `callbacks.curves_view` for 50 seeded trials on a loaded search, to JSON
   refresh_s            one live refresh of a loaded search when nothing changed; `refresh_rows` is
                        how many trials it sent as changed all the same (0 is right)
-  importance_s         `callbacks.importance_view` (fANOVA on a sample), to JSON
+  importance_s         `callbacks.importance_view` (PED-ANOVA, Optuna 5's default, on up to 2,000 trials), to JSON
 Each timing is the median of `--repeats` runs, each with a fresh RunSource so nothing is cached
 between runs; first_view_noindex_s and importance_s run once. `max_trace_points` is the largest
 trace of any figure the search page makes (parallel coordinates, best-so-far by trial and by time,

@@ -47,7 +47,7 @@ def test_every_epoch_reports_every_metric(digits) -> None:
 
     assert reported == history
     for metrics in history:
-        assert set(metrics) == set(EPOCH_METRICS)
+        assert set(metrics) == {*EPOCH_METRICS, "peak_memory_mb"}  # and the peak memory of training so far
         assert all(isinstance(value, float) and math.isfinite(value) for value in metrics.values())
         assert 0.0 <= metrics["val_accuracy"] <= 1.0 and 0.0 <= metrics["train_accuracy"] <= 1.0
         assert metrics["lr"] == 0.01
