@@ -14,8 +14,9 @@ from hpsearch.dashboard.source import RunSource
 from hpsearch.platform.query import SearchNotFound, objective_columns, pareto_of
 
 IMPORTANCE_TRIALS = 2000  # PED-ANOVA on a seeded sample of a larger search
+# Shown on request (the column picker); of the costs, params and latency_ms are shown by default.
 _HIDDEN_BY_DEFAULT = ("start_time", "end_time", "node", "epoch_seconds", "images_per_second",
-                      "lr")
+                      "lr", "macs", "size_mb", "latency_batch_ms", "peak_memory_mb")
 _RED = "#fde2dd"
 _NOT_IN_GRID = ("trial_id", "run_id")  # the trial number names a row; the best card links its run
 

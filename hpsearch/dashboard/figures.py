@@ -224,8 +224,7 @@ def pareto_figure(trials: pd.DataFrame, *, x: str, y: str, modes: tuple[str, str
             continue
         if name == "front":
             ordered = part.sort_values(x)
-            figure.add_trace(go.Scatter(x=ordered[x], y=ordered[y], mode="lines", line=dict(color="#d62728", width=1.5,
-                                        shape="hv"), hoverinfo="skip", showlegend=False))
+            figure.add_trace(go.Scatter(x=ordered[x], y=ordered[y], mode="lines", line=dict(color="#d62728", width=1.5), hoverinfo="skip", showlegend=False))
         figure.add_trace(_scatter(len(part))(
             x=part[x], y=part[y], mode="markers", name=name, marker=marker, opacity=opacity,
             customdata=part["trial"], text=part["_settings"],
