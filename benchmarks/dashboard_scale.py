@@ -20,15 +20,18 @@ Then, in this one process, against the same store:
   refresh_s            one live refresh of a loaded search when nothing changed; `refresh_rows` is
                        how many trials it sent as changed all the same (0 is right)
   importance_s         `callbacks.importance_view` (PED-ANOVA, Optuna 5's default, on up to 2,000 trials), to JSON
+  searches_page_s      `callbacks.searches_rows` with a fresh RunSource, on a second store of `--searches`
+                       small ended searches (1,000; two trial runs each, written as the tracker writes
+                       them, cached too), to JSON
 Each timing is the median of `--repeats` runs, each with a fresh RunSource so nothing is cached
 between runs; first_view_noindex_s and importance_s run once. `max_trace_points` is the largest
 trace of any figure the search page makes (parallel coordinates, best-so-far by trial and by time,
 metric vs lr coloured by optimizer, the 50 learning curves, importance); `webgl_ok` says every
 trace of more than 1,000 points is WebGL (scattergl or parcoords).
 
-Targets: first_view_s <= 1.5, curves50_s <= 0.5, max_trace_points <= 5000.
+Targets: first_view_s <= 1.5, curves50_s <= 0.5, max_trace_points <= 5000, searches_page_s <= 1.5.
 
-Usage: python benchmarks/dashboard_scale.py [--trials 10000] [--epochs 20] [--repeats 3] [--fresh]
+Usage: python benchmarks/dashboard_scale.py [--trials 10000] [--epochs 20] [--repeats 3] [--searches 1000] [--fresh]
 Last line: key=value pairs.
 """
 from __future__ import annotations
@@ -56,7 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "benchmarks" / ".cache"
 EXPERIMENT = "dashboard-scale"
 METRIC = "val_accuracy"
-TARGETS = {"first_view_s": 1.5, "curves50_s": 0.5, "max_trace_points": 5000}
+TARGETS = {"first_view_s": 1.5, "curves50_s": 0.5, "max_trace_points": 5000, "searches_page_s": 1.5}
 WEBGL_ABOVE = 1000  # points in a trace beyond which it must be drawn with WebGL
 CURVE_TRIALS = 50
 VAL_IMAGES = 800  # validation split size: accuracies are multiples of 1/800, with ties as in real searches
@@ -262,6 +265,63 @@ def build_store(*, trials: int, epochs: int, seed: int) -> Store:
     return Store(uri, experiment_id, parent, search_id, build_s, snapshot_write_s, cached=False)
 
 
+def searches_store(count: int, *, seed: int) -> str:
+    """A store of `count` small ended searches (two trial runs each), written as hpsearch writes them;
+    cached like the large one. Returns its URI."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from hpsearch.platform import tracking
+    from hpsearch.platform.tracking.tags import PARENT, ROLE, SEARCH_ID, STATUS, TRIAL_ID
+    from hpsearch.search_spaces.spec import dump_spec, validate_spec
+
+    database, artifacts = CACHE / f"dashboard_searches_{count}.db", CACHE / f"dashboard_searches_{count}_artifacts"
+    record = CACHE / f"dashboard_searches_{count}.json"
+    uri = f"sqlite:///{database}"
+    if record.exists() and database.exists():
+        return uri
+    database.unlink(missing_ok=True)
+    shutil.rmtree(artifacts, ignore_errors=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment(EXPERIMENT, artifact_location=artifacts.resolve().as_uri())
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    print(f"building {count} searches in {database.relative_to(REPO)}", flush=True)
+    for number in range(count):
+        spec = validate_spec({**SPEC, "name": f"scale-{number % 25}", "search": {**SPEC["search"], "num_samples": 2},
+                              "tracking": {"uri": uri, "experiment": EXPERIMENT}})
+        search_id = f"scale-{number % 25}-20261122-{number:06d}-{rng.getrandbits(16):04x}"
+        parent = tracking.start_search_run(client, experiment_id=experiment_id, spec=spec, search_id=search_id,
+                                           experiment_path="-", spec_yaml=dump_spec(spec), planned_trials=2)
+        best = 0.0
+        for trial in range(2):
+            tags = {PARENT: parent, ROLE: "trial", TRIAL_ID: f"{number:05x}_{trial:05d}", SEARCH_ID: search_id,
+                    STATUS: "completed"}
+            run_id = client.create_run(experiment_id, tags=tags, run_name=f"trial_{trial:05d}").info.run_id
+            value = rng.uniform(0.5, 0.99)
+            best = max(best, value)
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, params=[Param("lr", f"{rng.uniform(1e-4, 1e-1):.5g}")],
+                             metrics=[Metric(name, value, now, 1) for name in (METRIC, f"best_{METRIC}")])
+            client.set_terminated(run_id, "FINISHED")
+        tracking.finish_search_run(client, parent, status="completed", best_value=best, metric=METRIC,
+                                   counts={"completed": 2, "stopped_early": 0, "diverged": 0, "failed": 0})
+    record.write_text(json.dumps({"searches": count, "build_s": time.perf_counter() - started}))
+    print(f"built in {time.perf_counter() - started:.0f}s", flush=True)
+    return uri
+
+
+def searches_page(uri: str) -> int:
+    """The searches page's first view with a fresh RunSource, as Dash sends it; returns its rows."""
+    from hpsearch.dashboard import callbacks
+    from hpsearch.dashboard.source import RunSource
+
+    rows = callbacks.searches_rows(RunSource(uri))
+    json.dumps(rows)
+    return len(rows)
+
+
 # --------------------------------------------------------------------------- timings
 
 def median_time(repeats: int, run: Callable[[], Any]) -> tuple[float, Any]:
@@ -378,6 +438,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per timing; the median is reported")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="rebuild the cached store")
+    parser.add_argument("--searches", type=int, default=1000, help="searches in the store of many small searches")
     args = parser.parse_args()
     if args.trials < CURVE_TRIALS or args.epochs < 1:
         print(f"--trials must be at least {CURVE_TRIALS} and --epochs at least 1", file=sys.stderr)
@@ -446,6 +507,10 @@ def main() -> int:
     results["max_trace_points"], webgl_ok, lines = check_figures(figures)
     print("points per trace:", *lines, sep="\n")
 
+    many = searches_store(args.searches, seed=args.seed)
+    results["searches_page_s"], shown = median_time(args.repeats, lambda: searches_page(many))
+    print(f"searches page of {args.searches} searches: {results['searches_page_s']:.2f}s ({shown} rows)", flush=True)
+
     met = {name: results[name] <= limit for name, limit in TARGETS.items()}
     print("targets: " + ", ".join(f"{name} {round(results[name], 3)} <= {limit} {'ok' if met[name] else 'MISSED'}"
                                   for name, limit in TARGETS.items()) + f"; webgl {'ok' if webgl_ok else 'MISSED'}")
@@ -457,7 +522,8 @@ def main() -> int:
         "refresh_rows": results["refresh_rows"], "max_trace_points": results["max_trace_points"],
         "webgl_ok": str(webgl_ok).lower(), "first_view_mb": f"{results['first_view_mb']:.2f}",
         "store_build_s": f"{store.build_s:.1f}", "snapshot_write_s": f"{store.snapshot_write_s:.3f}",
-        "store_cached": str(store.cached).lower(),
+        "store_cached": str(store.cached).lower(), "searches": args.searches,
+        "searches_page_s": f"{results['searches_page_s']:.3f}",
     }
     print(" ".join(f"{key}={value}" for key, value in last.items()))
     return 0

@@ -43,17 +43,30 @@ def selection_query(selected: Sequence[str]) -> str:
 
 # ---- searches page
 def searches_rows(source: RunSource) -> list[dict]:
-    """A row per search: its link, algorithm, status, trial counts, best metric, start and duration."""
+    """A row per search: its link, algorithm, status, trial counts, best metric, start and duration.
+
+    The store's searches are read once; a search that ended is shown by the totals on its parent run,
+    so only running (or interrupted) searches have their trials read: the page's cost grows with the
+    number of searches, not with its square."""
     rows = []
     for search in source.searches().itertuples():
+        ended = search.status in ("completed", "failed") and not pd.isna(search.done)
         rows.append({
             "search_id": f"[{search.search_id}](/search/{urllib.parse.quote(search.search_id)})",
             "name": search.name, "algorithm": search.algorithm, "status": search.status,
-            **_trial_summary(source, search), "metric": f"{search.metric} ({search.mode})",
+            **(_recorded_summary(search) if ended else _trial_summary(source, search)),
+            "metric": f"{search.metric} ({search.mode})",
             "started": pd.Timestamp(search.start_time).strftime("%Y-%m-%d %H:%M:%S"),
             "duration": _duration(search.duration_s),
         })
     return rows
+
+
+def _recorded_summary(search) -> dict[str, Any]:
+    """The totals an ended search recorded on its parent run (tracking.finish_search_run)."""
+    best = None if search.best is None or pd.isna(search.best) else float(search.best)
+    return {"running": 0, "done": int(search.done), "stopped_early": int(search.stopped_early),
+            "failed": int(search.failed), "best": best}
 
 
 def _trial_summary(source: RunSource, search) -> dict[str, Any]:

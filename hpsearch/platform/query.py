@@ -72,8 +72,8 @@ def _paged(fetch) -> list:
 def searches(tracking_uri: str | None = None) -> pd.DataFrame:
     """One row per search, newest first: id, name, algorithm, status, trial counts, best metric, timing."""
     runs = _search_runs(resolve_uri(tracking_uri), f"tags.`{tags.ROLE}` = 'search'")
-    columns = ["search_id", "name", "algorithm", "status", "metric", "mode", "best", "trials", "start_time",
-               "duration_s", "run_id", "experiment_id"]
+    columns = ["search_id", "name", "algorithm", "status", "metric", "mode", "best", "trials", "done",
+               "stopped_early", "failed", "start_time", "duration_s", "run_id", "experiment_id"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
     frame = pd.DataFrame({
@@ -85,12 +85,26 @@ def searches(tracking_uri: str | None = None) -> pd.DataFrame:
         "mode": runs[f"tags.{tags.MODE}"],
         "best": [row.get(f"metrics.best_{row[f'tags.{tags.METRIC}']}") for _, row in runs.iterrows()],
         "trials": pd.to_numeric(runs[f"tags.{tags.PLANNED_TRIALS}"], errors="coerce").astype("Int64"),
+        # A search that ended records its trials' totals on its parent run: none while it runs.
+        "done": _total(runs, "completed", "stopped_early"),
+        "stopped_early": _total(runs, "stopped_early"),
+        "failed": _total(runs, "failed", "diverged"),
         "start_time": runs["start_time"],
         "duration_s": _duration_s(runs),
         "run_id": runs["run_id"],
         "experiment_id": runs["experiment_id"],
     })
     return frame.sort_values("start_time", ascending=False, ignore_index=True)
+
+
+def _total(runs: pd.DataFrame, *statuses: str) -> pd.Series:
+    """The sum of the parent runs' `trials_<status>` totals, missing where a search has none yet."""
+    columns = [f"metrics.trials_{status}" for status in statuses]
+    if f"metrics.trials_{statuses[0]}" not in runs:
+        return pd.Series(pd.NA, index=runs.index, dtype="Int64")
+    present = runs[columns[0]].notna()
+    total = sum(runs[column].fillna(0) if column in runs else 0 for column in columns)
+    return total.where(present).round().astype("Int64")
 
 
 def find_search(search: str | Search, tracking_uri: str | None = None) -> Search:

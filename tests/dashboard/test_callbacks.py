@@ -119,6 +119,24 @@ def test_searches_rows_count_trials_by_state(handmade, tracking_uri):
     assert row["best"] == pytest.approx(query.trials(SEARCH_ID, tracking_uri)["best_val_accuracy"].max())
 
 
+def test_the_searches_page_reads_an_ended_search_by_its_recorded_totals(searched_store):
+    """Each search is read once, in the list: an ended one's trials are never loaded for its row."""
+
+    class CountingSource(RunSource):
+        loaded: list[str] = []
+
+        def search(self, search_id, **kwargs):
+            self.loaded.append(search_id)
+            return super().search(search_id, **kwargs)
+
+    source = CountingSource(searched_store)
+    (row,) = callbacks.searches_rows(source)
+    assert source.loaded == []
+    trials = query.trials(query.searches(searched_store).iloc[0].search_id, searched_store)
+    assert row["done"] == int(trials["status"].isin(["completed", "stopped_early"]).sum())
+    assert row["stopped_early"] == int((trials["status"] == "stopped_early").sum()) and row["running"] == 0
+
+
 @pytest.mark.parametrize("path, search, page", [
     ("/", "", "searches-grid"),
     (f"/search/{SEARCH_ID}", "?trials=00001,00003", "trials-grid"),
