@@ -2,6 +2,7 @@
 call directly, and `register`, which wires them to the app."""
 from __future__ import annotations
 
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -157,11 +158,18 @@ def header(search, trials: pd.DataFrame) -> html.Div:
 
 
 def replicated(source: RunSource, found) -> dict[str, Any] | None:
-    """The search's seed replicates (replicates.summary), read afresh: `hpsearch replicate` adds them
-    to a search that has ended."""
+    """The search's seed replicates (replicates.summary): read afresh, since `hpsearch replicate` adds
+    them to a search that has ended, but once per look at the store (the best card and the replicates
+    view of one update share it)."""
     from hpsearch.platform import replicates
 
-    return replicates.summary(found.search, source.tracking_uri, found.trials)
+    key = ("replicates", found.search.search_id)
+    cached = source.memo.get(key)
+    if cached is not None and time.monotonic() - cached[0] < source.max_age_s:
+        return cached[1]
+    result = replicates.summary(found.search, source.tracking_uri, found.trials)
+    source.memo[key] = (time.monotonic(), result)
+    return result
 
 
 def best_card(source: RunSource, found, replicated: dict[str, Any] | None = None) -> html.Div:

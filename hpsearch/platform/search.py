@@ -247,7 +247,7 @@ def _build_tuner(spec: Spec, shared: dict[str, Any], *, search_id: str, storage_
         search_alg = ConcurrencyLimiter(
             make_optuna_searcher(spec.space, metric=search.metric, mode=search.mode, seed=search.seed,
                                  objectives=[(o.metric, o.mode) for o in search.objectives or ()],
-                                 constraints=search.constraints, budget=planned),
+                                 constraints=search.constraints),
             max_concurrent=search.max_concurrent)
         param_space = None
     else:

@@ -52,22 +52,14 @@ def _ray_options(param: Param, algorithm: str) -> list[Any]:
 
 # --------------------------------------------------------------------------- Optuna
 
-def startup_trials(budget: int | None) -> int:
-    """Random trials before TPE models the results: a quarter of a small budget, at least 4, at most
-    Optuna's default 10 (with 16 trials, the default would leave TPE six)."""
-    return 10 if budget is None else max(4, min(10, budget // 4))
-
-
 def make_optuna_searcher(space: SearchSpace, *, metric: str, mode: str, seed: int,
-                         objectives: list[tuple[str, str]] | None = None, constraints: list[str] | tuple = (),
-                         budget: int | None = None):
-    """Ray's OptunaSearch over a define-by-run space with a seeded TPE sampler (`budget`: the trials
-    the search runs, None when a time budget decides); with `objectives`, Optuna's multi-objective TPE,
-    and with `constraints`, Optuna told each trial's violations."""
+                         objectives: list[tuple[str, str]] | None = None, constraints: list[str] | tuple = ()):
+    """Ray's OptunaSearch over a define-by-run space with a seeded TPE sampler; with `objectives`,
+    Optuna's multi-objective TPE, and with `constraints`, Optuna told each trial's violations."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(budget))
+    sampler = optuna.samplers.TPESampler(seed=seed)
     if not objectives and not constraints:
         return BranchAwareOptunaSearch(space=DefineByRun(space), metric=metric, mode=mode, sampler=sampler)
     metrics = [name for name, _ in objectives] if objectives else metric

@@ -102,8 +102,3 @@ def test_optuna_is_told_each_trials_constraints_and_best_value() -> None:
     assert [trial.constraints for trial in study.trials] == [{"params <= 100": 50.0}, {"params <= 100": -50.0}]
     assert [trial.number for trial in study.best_trials] == [1]  # the infeasible one is on no front
 
-
-def test_tpe_models_the_results_after_a_quarter_of_a_small_budget() -> None:
-    from hpsearch.platform.tune_space import startup_trials
-
-    assert [startup_trials(budget) for budget in (8, 16, 40, 200, None)] == [4, 4, 10, 10, 10]
