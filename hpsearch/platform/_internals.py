@@ -29,7 +29,13 @@ MLflow: many runs' metric histories in one query. The public client fetches one 
 request (`MlflowClient.get_metric_history`): learning curves of 50 trials are 50 round trips. Its
 stores can do it in one (`get_metric_history_bulk` in the SQL stores,
 `get_metric_history_bulk_interval` through a tracking server, 100 runs a request), reached through
-the client's private `_tracking_client.store`.
+the client's private `_tracking_client.store`. And an empty SQLite store's schema, made by MLflow's
+own `SqlAlchemyStore` (`create_sqlite_schema`, for tracking/store.py's template).
+
+Also here, with canaries in `ray_missing()`: ray.init's private `_node_ip_address`, which keeps a
+local session on 127.0.0.1 on any Ray (a Ray without it refuses it rather than binding wider); and
+the Optuna trial behind a Tune trial in Ray's OptunaSearch (`_ot_trials`), through which a
+search's constraints reach Optuna's `Trial.set_constraint` (verified Ray only).
 """
 from __future__ import annotations
 
@@ -87,7 +93,11 @@ def ray_missing() -> list[str]:
     for name in ("DEFAULT_ENV_VARS", "ENV_VARS_TO_PROPAGATE"):
         if not hasattr(class_cache, name):
             problems.append(f"class_cache.{name}")
-    return problems
+    import ray
+
+    if 'kwargs.pop("_node_ip_address"' not in inspect.getsource(ray.init):  # a private option, read off kwargs
+        problems.append("ray.init(_node_ip_address=...)")
+    return problems + _optuna_search_missing()
 
 
 def preload_options(modules: tuple[str, ...]) -> dict:
@@ -162,10 +172,11 @@ _session: tuple[str, dict[str, str]] | None = None  # (GCS address, Tune's varia
 
 def local_init_options(worker_env: Mapping[str, str]) -> dict:
     """Exports `worker_env`, and what Tune adds to every trial's, for the processes of a local
-    session; returns ray.init's extra options."""
+    session; returns ray.init's extra options. `_node_ip_address` keeps a local session on 127.0.0.1
+    (Ray has no authentication) on any Ray: were it gone, ray.init would refuse it, not bind wider."""
     os.environ.update(worker_env)
     os.environ.update({key: value for key, value in tune_env_vars().items() if key not in os.environ})
-    return preload_options(PRELOADED_MODULES)
+    return {"_node_ip_address": "127.0.0.1", **preload_options(PRELOADED_MODULES)}
 
 
 def started_local_session() -> None:
@@ -204,6 +215,8 @@ def mlflow_missing() -> list[str]:
     from mlflow.tracking import MlflowClient
 
     problems = []
+    if "engine" not in inspect.getsource(SqlAlchemyStore.__init__):
+        problems.append("SqlAlchemyStore(db_uri, default_artifact_root).engine")
     if "self._tracking_client" not in inspect.getsource(MlflowClient.__init__):
         problems.append("MlflowClient._tracking_client")
     from mlflow.tracking._tracking_service.client import TrackingServiceClient
@@ -248,8 +261,8 @@ def optuna_trial_of(searcher, trial_id: str):
     return getattr(searcher, "_ot_trials", {}).get(trial_id)
 
 
-def optuna_search_missing() -> list[str]:
-    """What optuna_trial_of relies on that the installed Ray's OptunaSearch lacks."""
+def _optuna_search_missing() -> list[str]:
+    """What optuna_trial_of relies on that the installed Ray's OptunaSearch lacks (part of ray_missing)."""
     from ray.tune.search.optuna import OptunaSearch
 
     problems = []
@@ -258,3 +271,13 @@ def optuna_search_missing() -> list[str]:
     if "self._ot_trials[trial_id] = self._ot_study.ask(" not in inspect.getsource(OptunaSearch.suggest):
         problems.append("OptunaSearch.suggest keeping the Optuna trial in self._ot_trials[trial_id]")
     return problems
+
+
+def create_sqlite_schema(path, artifacts) -> None:
+    """A SQLite tracking store at `path` with MLflow's whole schema, made by MLflow's own SQL store
+    (`mlflow.store.tracking.sqlalchemy_store`, the class MLflow's server uses: no public API makes an
+    empty store). The canary is mlflow_missing."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(f"sqlite:///{path}", str(artifacts))
+    store.engine.dispose()

@@ -70,9 +70,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         # A session of its own even when a Ray cluster runs on this machine (`ray start --head`):
         # without an address, ray.init would attach to that one. The workers inherit this process's
         # environment, and the first ones start with the trial modules already imported (_internals).
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 logging_level=logging.WARNING, log_to_driver=False,
-                 **_internals.local_init_options(_ray_env.WORKER_ENV))
+        # On 127.0.0.1 only (Ray has no authentication): see _internals.local_init_options.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False, **_internals.local_init_options(_ray_env.WORKER_ENV))
         _internals.started_local_session()
 
 

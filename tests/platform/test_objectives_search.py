@@ -10,7 +10,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from hpsearch import query
-from hpsearch.platform import _internals
 from hpsearch.platform.cli import main
 from hpsearch.platform.search import run_search
 from hpsearch.platform.tune_space import make_optuna_searcher
@@ -89,7 +88,6 @@ def test_the_front_is_the_non_dominated_feasible_trials_of_the_runs(traded_off) 
 
 
 def test_optuna_is_told_each_trials_constraints_and_best_value() -> None:
-    assert _internals.optuna_search_missing() == []
     spec = validate_spec({"name": "x", "search": {"algorithm": "optuna"}, "space": {"lr": {"loguniform": [0.001, 0.1]}}})
     searcher = make_optuna_searcher(spec.space, metric="val_accuracy", mode="max", seed=0,
                                     objectives=[("val_accuracy", "max"), ("params", "min")],
@@ -97,7 +95,7 @@ def test_optuna_is_told_each_trials_constraints_and_best_value() -> None:
     searcher.suggest("a"), searcher.suggest("b")
     searcher.on_trial_complete("a", {"val_accuracy": 0.5, "best_val_accuracy": 0.9, "params": 150.0})
     searcher.on_trial_complete("b", {"val_accuracy": 0.5, "best_val_accuracy": 0.8, "params": 50.0})
-    study = searcher._ot_study
+    study = searcher._ot_study  # OptunaSearch's study: read here to see what it was told
     assert [trial.values for trial in study.trials] == [[0.9, 150.0], [0.8, 50.0]]  # the best epoch's value
     assert [trial.constraints for trial in study.trials] == [{"params <= 100": 50.0}, {"params <= 100": -50.0}]
     assert [trial.number for trial in study.best_trials] == [1]  # the infeasible one is on no front

@@ -102,10 +102,9 @@ def _template() -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as folder:
         building = Path(folder) / "store.db"
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        from hpsearch.platform._internals import create_sqlite_schema
 
-        store = SqlAlchemyStore(f"sqlite:///{building}", str(Path(folder) / "artifacts"))
-        store.engine.dispose()
+        create_sqlite_schema(building, Path(folder) / "artifacts")
         with sqlite3.connect(building) as connection:  # MLflow remakes it, pointing at the copy's folder
             connection.execute("DELETE FROM experiments")
         os.replace(building, path)  # atomic: a concurrent maker's template is as good
