@@ -1,5 +1,7 @@
-"""Accuracy against cost on a real search: Optuna's multi-objective TPE on digits with a static
-constraint, a real local Ray and a real SQLite store; the front checked against the runs themselves."""
+"""Accuracy against cost on real searches, each with two objectives and a static constraint, on a real
+local Ray and a real SQLite store, the front checked against the runs themselves: Optuna's
+multi-objective TPE on digits, and a random search (its front computed from the trials) on the real
+MNIST mini split."""
 from __future__ import annotations
 
 import contextlib
@@ -14,29 +16,42 @@ from hpsearch.platform.cli import main
 from hpsearch.platform.search import run_search
 from hpsearch.platform.tune_space import make_optuna_searcher
 from hpsearch.search_spaces.spec import validate_spec
+from tests.conftest import shared_mnist_root
 
 COSTS = ("params", "macs", "size_mb", "latency_ms", "latency_batch_ms")
 LIMIT = 20_000
+TRIALS = 10
+# Under LIMIT on both image sizes: mlp [16] and cnn with 8 channels; over it: mlp [64] on 28x28 images,
+# mlp [256, 128] on both, and the deeper wide cnns.
+SPACE = {"model": {"choice": {"mlp": {"hidden_sizes": {"choice": [[16], [64], [256, 128]]}},
+                              "cnn": {"channels": {"choice": [8, 32]}, "depth": {"int": [1, 3]}}}}}
+SEARCHES = {
+    "digits-optuna": ({"name": "digits"}, "optuna", 2),
+    "mnist-random": ({"name": "mnist", "val_fraction": 0.2, "download": False}, "random", 1),
+}
 
 
-@pytest.fixture(scope="module")
-def traded_off(ray_session, tmp_path_factory):
+@pytest.fixture(scope="module", params=sorted(SEARCHES))
+def traded_off(request, ray_session, tmp_path_factory):
+    dataset, algorithm, epochs = SEARCHES[request.param]
+    if dataset["name"] == "mnist":
+        dataset = {**dataset, "root": str(shared_mnist_root())}
     folder = tmp_path_factory.mktemp("objectives")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     spec = validate_spec({
-        "name": "digits-tradeoff",
-        "search": {"algorithm": "optuna", "num_samples": 10, "max_concurrent": 2, "seed": 1,
+        "name": f"tradeoff-{request.param}",
+        "dataset": dataset,
+        "search": {"algorithm": algorithm, "num_samples": TRIALS, "max_concurrent": 2, "seed": 1,
                    "objectives": [{"metric": "val_accuracy", "mode": "max"}, {"metric": "latency_batch_ms", "mode": "min"}],
                    "constraints": [f"params <= {LIMIT}"]},
-        "train": {"epochs": 2},
+        "train": {"epochs": epochs},
         "tracking": {"uri": uri, "experiment": "tradeoff"},
-        "space": {"model": {"choice": {"mlp": {"hidden_sizes": {"choice": [[16], [64], [256, 128]]}},
-                                       "cnn": {"channels": {"choice": [8, 32]}, "depth": {"int": [1, 3]}}}}},
+        "space": SPACE,
     })
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         outcome = run_search(spec, storage=folder / "results")
-    return outcome, uri, out.getvalue()
+    return outcome, uri, out.getvalue(), epochs
 
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +62,7 @@ def _runs(uri: str, parent_run_id: str) -> list:
 
 
 def test_every_trial_logs_its_costs_once_and_no_infeasible_trial_trains(traded_off) -> None:
-    outcome, uri, out = traded_off
+    outcome, uri, out, epochs = traded_off
     client = MlflowClient(uri)
     runs = _runs(uri, outcome.parent_run_id)
     infeasible = [run for run in runs if run.data.tags["hpsearch.status"] == "infeasible"]
@@ -61,15 +76,15 @@ def test_every_trial_logs_its_costs_once_and_no_infeasible_trial_trains(traded_o
         assert not client.list_artifacts(run.info.run_id, "checkpoint")
     for run in runs:
         if run not in infeasible:
-            assert run.data.metrics["params"] <= LIMIT and run.data.metrics["epoch"] == 2
-    assert f"{len(infeasible)} of 10 trials infeasible, {len(infeasible)} of them ended before training" in out
+            assert run.data.metrics["params"] <= LIMIT and run.data.metrics["epoch"] == epochs
+    assert f"{len(infeasible)} of {TRIALS} trials infeasible, {len(infeasible)} of them ended before training" in out
     # The batch's latency grows with the work the model does, on the one device they share.
     by_macs = sorted(runs, key=lambda run: run.data.metrics["macs"])
     assert by_macs[0].data.metrics["latency_batch_ms"] < by_macs[-1].data.metrics["latency_batch_ms"]
 
 
 def test_the_front_is_the_non_dominated_feasible_trials_of_the_runs(traded_off) -> None:
-    outcome, uri, out = traded_off
+    outcome, uri, out, epochs = traded_off
     feasible = [run for run in _runs(uri, outcome.parent_run_id) if run.data.tags["hpsearch.status"] == "completed"]
     points = {run.info.run_id: (run.data.metrics["best_val_accuracy"], run.data.metrics["latency_batch_ms"])
               for run in feasible}
