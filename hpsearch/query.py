@@ -1,8 +1,9 @@
 """Notebook access to searches and trials as pandas DataFrames (see hpsearch.platform.query)."""
 from __future__ import annotations
 
-from hpsearch.platform.query import (Search, SearchNotFound, best, curves, find_search, pareto, replicates,
+from hpsearch.platform.query import (Search, SearchNotFound, ablation, best, curves, find_search, pareto, replicates,
                                      resolve_uri, searches, trials)
+
 
 def load_model(model: str, tracking_uri: str | None = None):
     """A finalized model (`models:/name@champion`, `models:/name/3`, `runs:/ID/model`, or a search's
@@ -13,5 +14,5 @@ def load_model(model: str, tracking_uri: str | None = None):
     return load(model, tracking_uri)
 
 
-__all__ = ["Search", "SearchNotFound", "best", "curves", "find_search", "load_model", "pareto", "replicates", "resolve_uri",
+__all__ = ["Search", "SearchNotFound", "ablation", "best", "curves", "find_search", "load_model", "pareto", "replicates", "resolve_uri",
            "searches", "trials"]

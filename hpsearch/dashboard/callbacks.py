@@ -376,6 +376,28 @@ def replicates_view(source: RunSource, search_id: str):
             f"{result['verdict']}. The winner is chosen by {result['rule']}.")
 
 
+def ablation_view(source: RunSource, search_id: str):
+    """After `hpsearch ablate`: each technique's paired effect with its 95% interval, most valuable
+    first, and which of them the seeds show to matter. Read afresh, once per look at the store."""
+    from hpsearch.platform import ablation
+
+    found = source.search(search_id, refresh=False)
+    key = ("ablation", found.search.search_id)
+    cached = source.memo.get(key)
+    if cached is not None and time.monotonic() - cached[0] < source.max_age_s:
+        result = cached[1]
+    else:
+        result = ablation.summary(found.search, source.tracking_uri)
+        source.memo[key] = (time.monotonic(), result)
+    metric = found.search.metric
+    if result is None:
+        return (figures.ablation_figure(pd.DataFrame(), metric=metric, of=None),
+                f"none yet: hpsearch ablate {found.search.search_id} --seeds 3")
+    return (figures.ablation_figure(result["table"], metric=metric, of=result["of"]),
+            f"trial {result['of']}'s configuration, each technique switched off in turn: "
+            f"{ablation.verdict(result['table'])}.")
+
+
 def selected_trials(rows: Sequence[dict] | dict | None) -> list[str]:
     """The grid's selection: row objects, or `{"ids": [...]}` as a deep link sets it."""
     if isinstance(rows, dict):
@@ -449,6 +471,11 @@ def register(app, source: RunSource) -> None:
                   Input("grid-version", "data"), State("search-id", "data"))
     def _replicates(version, search_id):
         return replicates_view(source, search_id) if version else (no_update, no_update)
+
+    @app.callback(Output("ablation", "figure"), Output("ablation-verdict", "children"),
+                  Input("grid-version", "data"), State("search-id", "data"))
+    def _ablation(version, search_id):
+        return ablation_view(source, search_id) if version else (no_update, no_update)
 
     @app.callback(Output("importance", "figure"), Input("grid-version", "data"), Input("importance-objective", "value"),
                   State("search-id", "data"))

@@ -199,6 +199,31 @@ def replicates_figure(runs: pd.DataFrame, stats: pd.DataFrame, *, metric: str) -
     return figure
 
 
+def ablation_figure(table: pd.DataFrame, *, metric: str, of: str | None) -> go.Figure:
+    """Each technique's effect (everything on less it off, paired by seed; positive: it helped) with
+    its 95% interval, most valuable at the top; a dashed line at no effect."""
+    if table.empty:
+        return empty_figure("no ablation: `hpsearch ablate SEARCH` switches each technique of the winner off in "
+                            "turn")
+    ordered = table.iloc[::-1]  # the most valuable at the top
+    figure = go.Figure(layout=_LAYOUT)
+    figure.add_trace(go.Bar(
+        x=ordered["effect"], y=ordered["technique"], orientation="h", name="mean effect, 95% interval",
+        marker_color=["#2ca02c" if low > 0 else "#d62728" if high < 0 else "#9aa5b1"
+                      for low, high in zip(ordered["ci_low"].fillna(0), ordered["ci_high"].fillna(0))],
+        error_x=dict(type="data", symmetric=False, array=(ordered["ci_high"] - ordered["effect"]).fillna(0).to_numpy(),
+                     arrayminus=(ordered["effect"] - ordered["ci_low"]).fillna(0).to_numpy(), thickness=2, width=6),
+        customdata=np.stack([ordered["seeds"], ordered["agree"], ordered["ci_low"], ordered["ci_high"],
+                             ordered["all_on"], ordered["off"]], axis=-1),
+        hovertemplate="%{y}: %{x:+.4f} (95% interval [%{customdata[2]:+.4f}, %{customdata[3]:+.4f}])<br>"
+                      "%{customdata[1]} of %{customdata[0]} seeds agree; everything on %{customdata[4]:.4f}, "
+                      "it off %{customdata[5]:.4f}<extra></extra>"))
+    figure.add_vline(x=0, line_dash="dash", line_color="#666")
+    figure.update_xaxes(title=f"effect on best {metric} (trial {of}: everything on less this technique off)")
+    figure.update_layout(height=max(220, 80 + 36 * len(ordered)), showlegend=False)
+    return figure
+
+
 def pareto_figure(trials: pd.DataFrame, *, x: str, y: str, modes: tuple[str, str], front: set[str]) -> go.Figure:
     """Two objectives against each other: the front drawn and joined, the dominated feasible trials
     and the infeasible ones faded; hover shows a trial's settings, `customdata` is its id (a click

@@ -75,6 +75,9 @@ def search_page(search_id: str, *, selected: list[str]) -> html.Div:
         html.Div([html.H4("Seed replicates", style={"margin": 0}),
                   html.Div(id="replicates-verdict", style={"color": "#444", "margin": "4px 0"}),
                   dcc.Graph(id="replicates", **graph)], style=CARD, id="replicates-card"),
+        html.Div([html.H4("What each technique bought", style={"margin": 0}),
+                  html.Div(id="ablation-verdict", style={"color": "#444", "margin": "4px 0"}),
+                  dcc.Graph(id="ablation", **graph)], style=CARD, id="ablation-card"),
         html.Div([
             html.Div([html.H4("Trials", style={"margin": 0}),
                       html.Span("select trials (click, ctrl/shift-click) to draw their curves and compare them",

@@ -86,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     replicate.add_argument("--address", help="Ray cluster to attach to (default: a local Ray on 127.0.0.1 only)")
     replicate.add_argument("--storage", help="where Tune keeps the replicates' state (default: ./hpsearch_results)")
 
+    ablate = command("ablate", _ablate, "Train a finished search's configuration with each of its techniques "
+                                        "(augmentation, random erasing, MixUp, CutMix, label smoothing, EMA, weight "
+                                        "decay, dropout, pruning, warmup) switched off in turn, to see what each bought.")
+    ablate.add_argument("search", help="search name (its latest search) or id")
+    ablate.add_argument("--trial", help="the trial whose configuration to ablate (default: the winner)")
+    ablate.add_argument("--seeds", type=int, default=3,
+                        help="training seeds for everything on and for each technique off (default: 3); "
+                             "ablation runs already finished count")
+    ablate.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    ablate.add_argument("--address", help="Ray cluster to attach to (default: a local Ray on 127.0.0.1 only)")
+    ablate.add_argument("--storage", help="where Tune keeps the ablation's state (default: ./hpsearch_results)")
+
     predict = command("predict", _predict, "Classify image files (folders read recursively) with a finalized model.")
     predict.add_argument("model", help="models:/NAME@champion, models:/NAME/VERSION, runs:/ID/model, or a search "
                                        "name or id (its finalized model)")
@@ -337,6 +349,30 @@ def _replicate(args) -> int:
         raise UsageError([f"cannot replicate {args.search}: {problem}" for problem in error.problems]) from None
     except (DataError, PluginError) as error:
         raise UsageError([f"cannot replicate {args.search}: {error}"]) from None
+    return 0
+
+
+def _ablate(args) -> int:
+    if not 2 <= args.seeds <= 50:
+        raise UsageError([f"--seeds: {args.seeds} is not allowed; from 2 to 50 seeds (two at least, for an interval)"])
+    if args.address:  # before Ray is imported: see _ray_env
+        os.environ["RAY_ADDRESS"] = args.address
+    from hpsearch.platform.ablation import ablate_search
+    from hpsearch.platform.query import SearchNotFound
+    from hpsearch.platform.replicates import ReplicateError
+    from hpsearch.search_spaces.spec import SpecError
+    from hpsearch.trainables.images import DataError
+    from hpsearch.trainables.plugins import PluginError
+
+    try:
+        ablate_search(args.search, trial=args.trial, seeds=args.seeds, tracking_uri=args.tracking_uri,
+                      address=args.address, storage=args.storage)
+    except (ReplicateError, SearchNotFound) as error:
+        raise UsageError([str(error)]) from None
+    except SpecError as error:
+        raise UsageError([f"cannot ablate {args.search}: {problem}" for problem in error.problems]) from None
+    except (DataError, PluginError) as error:
+        raise UsageError([f"cannot ablate {args.search}: {error}"]) from None
     return 0
 
 

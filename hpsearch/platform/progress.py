@@ -135,6 +135,11 @@ def _label(trial, *, long: bool = False) -> str:
     replicate = (getattr(trial, "config", None) or {}).get("replicate")
     if replicate is None:
         return f"trial {_short(trial.trial_id)}"
+    off = replicate.get("variant")
+    if off is not None:  # an ablation run
+        switched = "everything on" if off == "none" else f"{off} off"
+        return (f"ablation of trial {replicate['of']}, {switched}, seed {replicate['seed']},"
+                if long else f"trial {replicate['of']} {switched} seed {replicate['seed']}")
     if long:
         return f"replicate of trial {replicate['of']}, seed {replicate['seed']},"
     return f"trial {replicate['of']} seed {replicate['seed']}"

@@ -7,6 +7,7 @@
     query.best("digits-quick")
     query.replicates("digits-quick")      # mean, std and 95% interval per replicated configuration
     query.pareto("my-search")             # with search.objectives: the trials no other beats on all
+    query.ablation("my-search")           # after `hpsearch ablate`: what each technique bought
 """
 from __future__ import annotations
 
@@ -226,6 +227,21 @@ def replicates(search: str | Search, tracking_uri: str | None = None) -> pd.Data
     found = find_search(search, uri)
     result = replicated.summary(found, uri)
     return result["table"] if result else pd.DataFrame(columns=replicated.STATISTICS_COLUMNS)
+
+
+def ablation(search: str | Search, tracking_uri: str | None = None) -> pd.DataFrame:
+    """After `hpsearch ablate`: one row per technique switched off, most valuable first: technique,
+    seeds (paired runs), effect (mean of everything on less it off, positive when it helped), ci_low,
+    ci_high (its 95% interval), agree (seeds with the mean's sign), all_on and off (mean metric),
+    run_ids. The configuration ablated is in `.attrs["of"]`."""
+    from hpsearch.platform import ablation as ablated
+
+    uri = resolve_uri(tracking_uri)
+    found = find_search(search, uri)
+    result = ablated.summary(found, uri)
+    table = result["table"] if result else pd.DataFrame(columns=ablated.EFFECT_COLUMNS)
+    table.attrs["of"] = result["of"] if result else None
+    return table
 
 
 def best_of(found: Search, table: pd.DataFrame, replicated: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -43,9 +43,11 @@ class Planned:
     seed: int
     config: dict[str, Any]  # the trial's TrainConfig, as its checkpoint recorded it
     params: dict[str, str]  # the trial's MLflow params, as its run has them
+    variant: str | None = None  # an ablation run: the technique switched off (ablation.ALL_ON for none)
 
     def as_tune_config(self) -> dict[str, Any]:
-        return {"of": self.of, "seed": self.seed, "config": self.config, "params": self.params}
+        planned = {"of": self.of, "seed": self.seed, "config": self.config, "params": self.params}
+        return planned if self.variant is None else {**planned, "variant": self.variant}
 
 
 def training_seeds(original: int, count: int) -> list[int]:
@@ -208,8 +210,9 @@ def plan(found: query.Search, trials: pd.DataFrame, runs: pd.DataFrame, *, top_k
 
 
 def run_planned(planned: list[Planned], *, spec, shared: dict[str, Any], found: query.Search, tracking_uri: str,
-                storage_path: Path) -> int:
-    """Run `planned` as one Tune experiment on the Ray already started; returns how many finished."""
+                storage_path: Path, role: str = ROLE) -> int:
+    """Run `planned` as one Tune experiment on the Ray already started, as child runs of the search
+    with `role` (replicate, or ablation); returns how many finished."""
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -221,7 +224,7 @@ def run_planned(planned: list[Planned], *, spec, shared: dict[str, Any], found: 
     search = spec.search
     tracker = tracking.TrialTracker(tracking_uri=tracking_uri, experiment=spec.tracking.experiment,
                                     search_id=found.search_id, metric=search.metric, epochs=spec.train.epochs,
-                                    parent=(found.experiment_id, found.run_id), role=ROLE)
+                                    parent=(found.experiment_id, found.run_id), role=role)
     live_view = LiveView(metric=search.metric, mode=search.mode, planned=len(planned), epochs=spec.train.epochs,
                          backlog=tracker.backlog)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -233,7 +236,7 @@ def run_planned(planned: list[Planned], *, spec, shared: dict[str, Any], found: 
             search_alg=BasicVariantGenerator(max_concurrent=search.max_concurrent),
             trial_dirname_creator=lambda trial: trial.trial_id),
         run_config=RunConfig(
-            name=f"{found.search_id}-replicates-{stamp}", storage_path=str(storage_path), verbose=0,
+            name=f"{found.search_id}-{role}s-{stamp}", storage_path=str(storage_path), verbose=0,
             callbacks=[tracker, live_view], stop=tracking.TrackingGuard(tracker),
             checkpoint_config=CheckpointConfig(num_to_keep=None),  # as the search keeps them: no forced snapshots
             failure_config=FailureConfig(max_failures=search.max_failures)))

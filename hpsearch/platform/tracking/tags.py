@@ -8,9 +8,10 @@ import os
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # in the working directory
 
-ROLE = "hpsearch.role"  # "search" on a parent run; "trial", "replicate" or "final" on a child run
+ROLE = "hpsearch.role"  # "search" on a parent run; "trial", "replicate", "ablation" or "final" on a child run
 REPLICATE_OF = "hpsearch.replicate_of"  # on a replicate run: the trial whose configuration it repeats
 REPLICATE_SEED = "hpsearch.replicate_seed"  # on a replicate run: its training seed
+ABLATION = "hpsearch.ablation"  # on an ablation run: the technique switched off ("none": everything on)
 SEARCH_ID = "hpsearch.search_id"
 SEARCH_NAME = "hpsearch.search_name"
 TRIAL_ID = "hpsearch.trial_id"

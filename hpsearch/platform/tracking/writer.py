@@ -31,7 +31,7 @@ from hpsearch.platform.progress import error_line, trial_status
 from hpsearch.platform.tracking.artifacts import log_checkpoint
 from hpsearch.platform.tracking.index import TrialRuns, write_index
 from hpsearch.platform.tracking.runs import client_for, find_search_run, param_value
-from hpsearch.platform.tracking.tags import (ERROR, INFEASIBLE, NODE, PARENT, PROCESS, REPLICATE_OF, REPLICATE_SEED,
+from hpsearch.platform.tracking.tags import (ABLATION, ERROR, INFEASIBLE, NODE, PARENT, PROCESS, REPLICATE_OF, REPLICATE_SEED,
                                              ROLE, SEARCH_ID, STATUS, TRIAL_ID, redact_uri)
 from hpsearch.search_spaces.space import flatten_config
 from hpsearch.trainables.config import EPOCH_METRICS
@@ -120,8 +120,10 @@ class TrialTracker(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         replicate = trial.config.get("replicate")
         if replicate is not None:  # the repeated trial's params as its run has them, and the new seed
-            self._put(self._write_start, trial.trial_id, {**replicate["params"], "seed": replicate["seed"]},
-                      {REPLICATE_OF: replicate["of"], REPLICATE_SEED: str(replicate["seed"])})
+            extra = {REPLICATE_OF: replicate["of"], REPLICATE_SEED: str(replicate["seed"])}
+            if "variant" in replicate:  # an ablation run: which technique it switches off
+                extra[ABLATION] = replicate["variant"]
+            self._put(self._write_start, trial.trial_id, {**replicate["params"], "seed": replicate["seed"]}, extra)
         else:
             self._put(self._write_start, trial.trial_id, flatten_config(trial.config))
 
@@ -302,8 +304,11 @@ class TrialTracker(tune.Callback):
             return
         tags = {PARENT: self.parent_run_id, ROLE: self.role, TRIAL_ID: trial_id, SEARCH_ID: self.search_id,
                 STATUS: "running", **(extra_tags or {})}
-        name = (f"replicate_{extra_tags[REPLICATE_OF]}_seed{extra_tags[REPLICATE_SEED]}" if extra_tags
-                else _trial_name(trial_id))
+        name = _trial_name(trial_id)
+        if extra_tags and ABLATION in extra_tags:
+            name = f"ablation_{extra_tags[REPLICATE_OF]}_{extra_tags[ABLATION]}_off_seed{extra_tags[REPLICATE_SEED]}"
+        elif extra_tags:
+            name = f"replicate_{extra_tags[REPLICATE_OF]}_seed{extra_tags[REPLICATE_SEED]}"
         run = self._client.create_run(self.experiment_id, tags=tags, run_name=name)
         self._runs[trial_id] = _TrialRun(run.info.run_id, last_step=0)
         self._client.log_batch(run.info.run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
@@ -394,7 +399,7 @@ def node_label(result: Mapping[str, Any]) -> str:
 
 
 _COSTS_ONCE = frozenset(COSTS) - {"peak_memory_mb"}  # peak memory grows as training goes: logged each epoch
-_LOGGED_METRICS = frozenset({*EPOCH_METRICS, *COSTS, "epoch", "best_epoch", "skipped_images",
+_LOGGED_METRICS = frozenset({*EPOCH_METRICS, *COSTS, "epoch", "best_epoch", "skipped_images", "sparsity",
                              *(f"best_{name}" for name in EPOCH_METRICS)})
 
 
