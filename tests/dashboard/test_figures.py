@@ -122,3 +122,19 @@ def test_the_pareto_view_joins_the_front_and_fades_the_rest():
     assert list(line.x) == [0.8, 0.9] and list(front.customdata) == ["a", "b"]
     assert "lr=0.1" in front.text[0]
     assert "1 infeasible trial not drawn" in figure.layout.title.text
+
+
+def test_the_ablation_view_puts_the_most_valuable_technique_on_top_coloured_by_its_interval():
+    from hpsearch.platform.ablation import ALL_ON, effects
+
+    runs = pd.DataFrame({
+        "of": "00002", "technique": [ALL_ON, ALL_ON, "dropout", "dropout", "ema", "ema"], "seed": [1, 2] * 3,
+        "status": "completed", "value": [0.95, 0.96, 0.90, 0.91, 0.96, 0.95], "run_id": [f"r{i}" for i in range(6)]})
+    table = effects(runs, mode="max")
+    figure = figures.ablation_figure(table, metric="val_accuracy", of="00002")
+    (bars,) = figure.data
+    assert list(bars.y) == ["ema", "dropout"]  # drawn bottom up: the most valuable last, at the top
+    assert list(bars.x) == pytest.approx([0.0, 0.05])
+    assert list(bars.marker.color) == ["#9aa5b1", "#2ca02c"]  # an interval holding zero is grey; above it, green
+    assert "trial 00002" in figure.layout.xaxis.title.text
+    assert figures.ablation_figure(table.iloc[0:0], metric="val_accuracy", of=None).layout.annotations
