@@ -190,8 +190,8 @@ def train_final(config_json: str, dataset: dict[str, Any], *, cpus: float, gpus:
     finally:
         session.close()
         torch.set_num_threads(threads)
-    return {"model": session.model.cpu().eval(), "test": test, "history": session.history,
-            "preprocessing": _preprocessing(data), "images": len(data.train)}
+    return {"model": session.eval_model.cpu().eval(), "test": test, "history": session.history,
+            "preprocessing": _preprocessing(data, session.eval_input_shape), "images": len(data.train)}
 
 
 def _epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
@@ -240,8 +240,8 @@ def _train_and_val(data):
     return dataclasses.replace(data, train=merged, val=merged)
 
 
-def _preprocessing(data) -> dict[str, Any]:
-    channels, height, _ = data.input_shape
+def _preprocessing(data, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+    channels, height, _ = input_shape  # the size the model is evaluated at (eval_image_size)
     classes = list(data.classes) or [str(index) for index in range(data.num_classes)]
     return {"image_size": int(height), "channels": int(channels), "mean": list(data.mean), "std": list(data.std),
             "classes": classes}

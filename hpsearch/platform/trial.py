@@ -72,7 +72,7 @@ class SearchTrial(tune.Trainable):
         from hpsearch.trainables.cost import measured_costs
 
         session = self._session
-        return measured_costs(session.model, tuple(session.data.input_shape),
+        return measured_costs(session.model, session.eval_input_shape, prune_amount=session.config.prune_amount,
                               autocast=lambda: session.precision.autocast(session.device))
 
     def cleanup(self) -> None:
@@ -95,10 +95,13 @@ class SearchTrial(tune.Trainable):
         metrics = self._session.run_epoch()
         metric, mode = self._shared["metric"], self._shared["mode"]
         value = metrics[metric]
-        improved = value == value and (self._best_value is None or
-                                       (value > self._best_value if mode == "max" else value < self._best_value))
+        # A pruning trial's best epoch is one whose model is pruned, as it is saved; before that it has none.
+        pruned = self._session.fully_pruned
+        improved = pruned and value == value and (
+            self._best_value is None or (value > self._best_value if mode == "max" else value < self._best_value))
         if improved:
             self._best_value, self._best_epoch = value, self._session.epoch
+        best = self._best_value if self._best_value is not None else value if pruned else float("nan")
         diverged = is_diverged(metrics)
         broken = self._broken({**costs, **metrics}, before_training=False)  # peak_memory_mb, as training goes
         return {
@@ -106,7 +109,7 @@ class SearchTrial(tune.Trainable):
             **metrics,
             **({"infeasible": True, "broken": broken} if broken else {}),
             "epoch": self._session.epoch,
-            f"best_{metric}": self._best_value if self._best_value is not None else value,
+            f"best_{metric}": best,
             "best_epoch": self._best_epoch,
             # Only improvements are checkpointed: Tune's latest checkpoint is the best epoch's.
             "should_checkpoint": improved,
@@ -120,7 +123,7 @@ class SearchTrial(tune.Trainable):
         state = {**self._session.state_dict(), "best_value": self._best_value, "best_epoch": self._best_epoch,
                  "costs": self._cost_values}
         torch.save(state, directory / STATE_FILE)
-        torch.save(self._session.model.state_dict(), directory / MODEL_FILE)
+        torch.save(self._session.eval_model.state_dict(), directory / MODEL_FILE)  # EMA weights, pruned
         (directory / CONFIG_FILE).write_text(self._train_config.model_dump_json(indent=2))
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:

@@ -1,15 +1,17 @@
 """Augmentation presets applied to whole uint8 batches (N x C x H x W) on the batch's device.
 
-Every random draw comes from the `torch.Generator` passed with the batch, never the global RNG,
-so one seed reproduces a trial's augmentation exactly. The per-sample ops are written as
+Every random draw comes from the `torch.Generator` passed with the batch (torchvision's transforms,
+which draw from the global RNG, from a fork of it seeded by that generator), so one seed reproduces
+a trial's augmentation exactly. The per-sample ops are written as
 batched tensor ops: torchvision's v2 random transforms draw one set of parameters per call
 from the global RNG, which would make every image in a batch move the same way.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass, replace
-from typing import Callable
+from dataclasses import dataclass, is_dataclass, replace
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +39,7 @@ class Augmentation:
     crop_scale: float = 0.0  # random-resized crop: least share of the image's area kept; 0 disables
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise TypeError(f"augmentation expects a uint8 N x C x H x W batch, got {images.dtype} "
-                            f"with shape {tuple(images.shape)}")
+        _check_batch(images)
         if len(images) == 0:
             return images
         batch = images.float()
@@ -68,7 +68,7 @@ def build_augmentation(name: str, *, input_shape: tuple[int, int, int], dataset:
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ValueError(f"input_shape: {tuple(input_shape)!r} is not a (channels, height, width) of positive sizes")
     augmentation = AUGMENTATIONS.get(name)(input_shape=tuple(input_shape), dataset=dataset)
-    if flip is not None and isinstance(augmentation, Augmentation):
+    if flip is not None and is_dataclass(augmentation) and hasattr(augmentation, "flip"):
         augmentation = replace(augmentation, flip=flip)
     return augmentation
 
@@ -112,6 +112,87 @@ def resized_crop(*, input_shape: tuple[int, int, int], dataset: str) -> Augmenta
     where safe: torchvision's recipe for natural images, on a whole batch."""
     return Augmentation(max_shift=0, max_degrees=0.0, flip=dataset in FLIPPABLE_DATASETS, color_jitter=0.0,
                         erase_side=0, crop_scale=0.08)
+
+
+@dataclass(frozen=True)
+class TrivialAugment:
+    """torchvision's TrivialAugmentWide (Mueller & Hutter 2021): one op of random kind and strength per
+    image, after a flip where it is safe, as torchvision's recipe has it. Its magnitudes are torchvision's,
+    set for full-range (0-255) images of 32 px and more: translations reach 32 px, which moves an 8 px
+    digit out of its frame.
+
+    The transform draws from torch's global generator, one op per call, so each image is transformed on
+    its own, in a fork of that generator seeded from the batch's: the same generator state gives the
+    same batch, and dropout's global generator is left as it was.
+    """
+
+    flip: bool
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        _check_batch(images)
+        if len(images) == 0:
+            return images
+        if self.flip:
+            images = _flip(images, generator)
+        from torchvision.transforms import v2
+
+        transform = v2.TrivialAugmentWide()
+        with seeded_global_rng(generator):
+            return torch.stack([transform(image) for image in images])
+
+
+@AUGMENTATIONS.register("trivialaugment")
+def trivialaugment(*, input_shape: tuple[int, int, int], dataset: str) -> TrivialAugment:
+    """torchvision's TrivialAugmentWide on each image, and flips where safe."""
+    return TrivialAugment(flip=dataset in FLIPPABLE_DATASETS)
+
+
+@contextlib.contextmanager
+def seeded_global_rng(generator: torch.Generator) -> Iterator[None]:
+    """torch's global CPU generator, forked and seeded by one draw from `generator`, for transforms that
+    draw from it (torchvision's v2 random transforms); restored on exit."""
+    seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
+def erase_random_boxes(batch: torch.Tensor, probability: float, generator: torch.Generator, *,
+                       scale: tuple[float, float] = (0.02, 0.33), ratio: tuple[float, float] = (0.3, 3.3),
+                       attempts: int = 10) -> torch.Tensor:
+    """torchvision's RandomErasing on each image of a normalized float batch, on its own: with
+    `probability`, a box of `scale` of the area and aspect `ratio` (log-uniform) at a random place is set
+    to 0, the dataset's mean colour. As torchvision, a box is drawn up to `attempts` times until it fits
+    inside the image; an image none fits is left as it is."""
+    count, _, height, width = batch.shape
+    if count == 0 or probability == 0:
+        return batch
+    device = batch.device
+    erased = _uniform(count, 0.0, 1.0, generator, device) < probability
+    area = _uniform(count * attempts, *scale, generator, device).view(count, attempts) * (height * width)
+    log_aspect = _uniform(count * attempts, math.log(ratio[0]), math.log(ratio[1]), generator, device)
+    aspect = log_aspect.exp().view(count, attempts)
+    box_heights = (area * aspect).sqrt().round()
+    box_widths = (area / aspect).sqrt().round()
+    fits = (box_heights < height) & (box_widths < width)
+    first = fits.float().argmax(dim=1, keepdim=True)  # the first attempt that fits, as torchvision takes it
+    box_height = box_heights.gather(1, first).squeeze(1)
+    box_width = box_widths.gather(1, first).squeeze(1)
+    erased &= fits.any(dim=1)
+    top = (_uniform(count, 0.0, 1.0, generator, device) * (height - box_height + 1)).floor()
+    left = (_uniform(count, 0.0, 1.0, generator, device) * (width - box_width + 1)).floor()
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    in_rows = (rows >= top[:, None]) & (rows < (top + box_height)[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < (left + box_width)[:, None])
+    mask = (in_rows[:, :, None] & in_cols[:, None, :] & erased[:, None, None])[:, None]
+    return batch.masked_fill(mask, 0.0)
+
+
+def _check_batch(images: torch.Tensor) -> None:
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise TypeError(f"augmentation expects a uint8 N x C x H x W batch, got {images.dtype} "
+                        f"with shape {tuple(images.shape)}")
 
 
 def _resized_crop(batch: torch.Tensor, min_scale: float, generator: torch.Generator) -> torch.Tensor:

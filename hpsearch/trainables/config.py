@@ -19,6 +19,8 @@ INITIALIZATIONS: Registry = Registry("initialization")
 EPOCH_METRICS = ("val_accuracy", "val_loss", "val_accuracy_top5", "train_loss", "train_accuracy", "lr",
                  "epoch_seconds", "images_per_second")
 
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 4, 4096  # train_image_size and eval_image_size, in pixels
+
 
 class TrainConfig(BaseModel):
     """Everything `train()` needs besides the data. Defaults suit scikit-learn digits on a CPU."""
@@ -63,7 +65,18 @@ class TrainConfig(BaseModel):
     l1: float = Field(default=0.0, ge=0.0, le=1.0)  # L1 penalty on weights, added to the loss
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
     grad_clip: float = Field(default=0.0, ge=0.0)  # max gradient norm; 0 disables clipping
-    augment: str = "none"  # none, light, strong
+    augment: str = "none"  # none, light, strong, resized_crop, trivialaugment
+
+    # The modern recipe (torchvision's references); every knob is off at its default
+    random_erasing: float = Field(default=0.0, ge=0.0, le=1.0)  # probability an image has a random box erased
+    mixup_alpha: float = Field(default=0.0, ge=0.0)  # MixUp's Beta(alpha, alpha); 0 disables
+    cutmix_alpha: float = Field(default=0.0, ge=0.0)  # CutMix's Beta(alpha, alpha); 0 disables
+    repeated_augment: int = Field(default=1, ge=1, le=32)  # copies of each sample per epoch, epoch length kept
+    ema_decay: float = Field(default=0.0, ge=0.0, lt=1.0)  # EMA of the weights, per optimizer step; 0 disables
+    train_image_size: int | None = None  # pixels per side the model trains at; 0 or None: the dataset's
+    eval_image_size: int | None = None  # pixels per side it is evaluated at; 0 or None: the dataset's
+    prune_amount: float = Field(default=0.0, ge=0.0, lt=1.0)  # share of conv and linear weights pruned; 0 disables
+    prune_schedule: str = "one_shot"  # one_shot (after the last epoch) or gradual (over the last third)
 
     epochs: int = Field(default=5, ge=1, le=10000)  # passes over the training split
     seed: int = Field(default=0, ge=0)  # weights, batch order, dropout, augmentation
@@ -107,7 +120,15 @@ class TrainConfig(BaseModel):
             raise ValueError("lr_schedule 'plateau' needs gamma < 1 (the factor it cuts the lr by)")
         return self
 
-    @field_validator("pool", "activation", "freeze")
+    @field_validator("train_image_size", "eval_image_size")
+    @classmethod
+    def _image_side(cls, side: int | None) -> int | None:
+        if side is not None and side != 0 and not MIN_IMAGE_SIDE <= side <= MAX_IMAGE_SIDE:
+            raise ValueError(f"{side!r} is not an image side: 0 (or null) keeps the dataset's size, else "
+                             f"{MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} pixels")
+        return side or None
+
+    @field_validator("pool", "activation", "freeze", "prune_schedule")
     @classmethod
     def _one_of(cls, name: str, info) -> str:
         allowed = _ALLOWED[info.field_name]
@@ -117,7 +138,7 @@ class TrainConfig(BaseModel):
 
 
 _ALLOWED = {"pool": ("max", "avg"), "activation": ("relu", "gelu", "tanh", "silu"),
-            "freeze": ("none", "backbone", "all_but_last_n")}
+            "freeze": ("none", "backbone", "all_but_last_n"), "prune_schedule": ("one_shot", "gradual")}
 _REGISTRY_OF = {"model": MODELS, "optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES, "augment": AUGMENTATIONS,
                 "init": INITIALIZATIONS}
 

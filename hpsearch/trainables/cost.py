@@ -3,6 +3,11 @@
 Measured for every trial, once, on the trial's own device and threads: the figures a user weighs
 against accuracy (`search.objectives`, `search.constraints`). Parameters, MACs and size are known
 before the first epoch (`STATIC`), so a constraint on them can end a trial before it trains.
+
+A trial that prunes (`prune_amount`) counts in `params` only the weights that remain nonzero: global
+magnitude pruning of a share of the prunable weights removes exactly that many, so the count is known
+before training. MACs, size and latency stay those of the dense model: unstructured sparsity leaves the
+tensors their shape, and dense kernels run no faster on zeros.
 """
 from __future__ import annotations
 
@@ -23,13 +28,19 @@ _REPEATS = (5, 50)  # timed forward passes: at least, at most
 _TIMING_BUDGET_S = 0.25  # per batch size: fewer repeats beyond it (a large model on a CPU)
 
 
-def static_costs(model: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:
-    """params (trainable), macs (of one image's forward pass, torch's flop counter: FLOPs / 2) and
-    size_mb (the state dict as torch.save writes it)."""
+def static_costs(model: torch.nn.Module, input_shape: tuple[int, ...], *,
+                 prune_amount: float = 0.0) -> dict[str, float]:
+    """params (trainable, less the `prune_amount` share of the prunable weights that pruning will zero),
+    macs (of one image's forward pass, torch's flop counter: FLOPs / 2; dense) and size_mb (the state
+    dict as torch.save writes it; dense)."""
+    from hpsearch.trainables.pruning import planned_pruned
+
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
-    return {"params": float(sum(p.numel() for p in model.parameters() if p.requires_grad)),
-            "macs": float(count_macs(model, input_shape)), "size_mb": buffer.tell() / 2**20}
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if prune_amount:
+        params -= planned_pruned(model, prune_amount)
+    return {"params": float(params), "macs": float(count_macs(model, input_shape)), "size_mb": buffer.tell() / 2**20}
 
 
 def count_macs(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -62,10 +73,11 @@ def latency_ms(model: torch.nn.Module, input_shape: tuple[int, ...], *, batch: i
     return statistics.median(times) * 1000
 
 
-def measured_costs(model: torch.nn.Module, input_shape: tuple[int, ...], *,
+def measured_costs(model: torch.nn.Module, input_shape: tuple[int, ...], *, prune_amount: float = 0.0,
                    autocast: Callable[[], Any] | None = None) -> dict[str, float]:
-    """Every cost but peak_memory_mb, which training reports as it goes (PeakMemory)."""
-    return {**static_costs(model, input_shape),
+    """Every cost but peak_memory_mb, which training reports as it goes (PeakMemory); `input_shape` is
+    the one the model is evaluated at, and `prune_amount` the share of prunable weights it will prune."""
+    return {**static_costs(model, input_shape, prune_amount=prune_amount),
             "latency_ms": latency_ms(model, input_shape, autocast=autocast),
             "latency_batch_ms": latency_ms(model, input_shape, batch=LATENCY_BATCH, autocast=autocast)}
 

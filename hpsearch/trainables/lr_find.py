@@ -78,4 +78,4 @@ def _batches(session: TrainingSession):
     while True:
         order = torch.randperm(len(labels), generator=session.batch_order).to(session.device)
         for batch in order.split(session.config.batch_size):
-            yield session._normalize(images[batch]), labels[batch]
+            yield session._inputs(images[batch], session.train_input_shape), labels[batch]  # train_image_size

@@ -10,11 +10,13 @@ import torch.nn.functional as F
 
 from hpsearch.trainables.config import TrainConfig
 from hpsearch.trainables.data import AnySplit, DatasetSplits, Split, StreamedSplit
-from hpsearch.trainables.augment import build_augmentation
+from hpsearch.trainables.augment import build_augmentation, erase_random_boxes
 from hpsearch.trainables.init import initialize
 from hpsearch.trainables.models import build_model, is_pretrained, parameter_groups
 from hpsearch.trainables.optim import build_optimizer
 from hpsearch.trainables.precision import Precision, precision_for
+from hpsearch.trainables.recipe import (build_ema, build_mixer, image_shape, image_size_problem, repeated_order,
+                                        resize)
 from hpsearch.trainables.schedules import build_schedule
 
 _MEMORY_SAMPLE_EVERY = 32  # training steps between samples of the resident memory (CPU)
@@ -36,8 +38,11 @@ class ModelSession:
         self.data = data
         self.device = torch.device(device)
         self.precision = precision or precision_for(self.device)
+        # FixRes-style: trained at one size, evaluated at another (each the dataset's unless set)
+        self.train_input_shape = image_shape(data.input_shape, config.train_image_size)
+        self.eval_input_shape = image_shape(data.input_shape, config.eval_image_size)
         torch.manual_seed(config.seed)
-        self.model = build_model(config, input_shape=data.input_shape, num_classes=data.num_classes)
+        self.model = build_model(config, input_shape=self.train_input_shape, num_classes=data.num_classes)
         if not is_pretrained(config):  # pretrained weights are kept as loaded
             initialize(self.model, config.init)
         self.model.to(self.device, memory_format=torch.channels_last if self.precision.channels_last
@@ -45,6 +50,7 @@ class ModelSession:
         shape = (1, -1, 1, 1)
         self._mean = torch.tensor(data.mean, device=self.device).view(shape)
         self._std = torch.tensor(data.std, device=self.device).view(shape)
+        self._check_image_sizes()
         self._loaders: dict[int, Any] = {}  # streamed splits' loaders, their processes kept between epochs
         self.skipped = 0  # unreadable images the loaders dropped this epoch (dataset.skip_corrupt)
 
@@ -79,6 +85,23 @@ class ModelSession:
         """Stop the loader processes of streamed splits."""
         self._loaders.clear()
 
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The model that is evaluated and saved."""
+        return self.model
+
+    def _check_image_sizes(self) -> None:
+        """A model that cannot take its images at the size train_image_size sets, or at the size it is
+        evaluated at when that differs, is refused now, naming the field, rather than in its first epoch."""
+        checks = [("train_image_size", self.train_input_shape)] if self.config.train_image_size else []
+        if self.eval_input_shape != self.train_input_shape:
+            checks.append(("eval_image_size", self.eval_input_shape))
+        for field, shape in checks:
+            problem = image_size_problem(self.model, field=field, shape=shape, trained_at=self.train_input_shape,
+                                         model_name=self.config.model)
+            if problem:
+                raise ValueError(problem)
+
     def evaluate(self, split: Split) -> tuple[float, float]:
         """Mean cross-entropy and top-1 accuracy over a split."""
         metrics = self.evaluate_metrics(split)
@@ -88,14 +111,15 @@ class ModelSession:
     def evaluate_metrics(self, split: AnySplit, *, confusion: torch.Tensor | None = None) -> Metrics:
         """loss, accuracy (top-1) and, with more than 5 classes, accuracy_top5 over a split; counts
         (true class, predicted class) into `confusion` when given."""
-        self.model.eval()
+        model = self.eval_model
+        model.eval()
         loss_sum, correct, correct5 = 0.0, 0, 0
         top5 = self.data.num_classes > 5
         seen = 0
         size = STREAMED_EVAL_BATCH_SIZE if isinstance(split, StreamedSplit) else EVAL_BATCH_SIZE
         for images, targets in self.batches(split, size):
             with self.precision.autocast(self.device):
-                logits = self.model(self._normalize(images)).float()
+                logits = model(self._inputs(images, self.eval_input_shape)).float()
             seen += len(targets)
             if confusion is not None:
                 confusion.index_put_((targets.cpu(), logits.argmax(1).cpu()), torch.ones_like(targets.cpu()),
@@ -114,6 +138,11 @@ class ModelSession:
         normalized = (images.float() - self._mean) / self._std
         return normalized.contiguous(memory_format=torch.channels_last) if self.precision.channels_last else normalized
 
+    def _inputs(self, images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+        """A uint8 batch as the model takes it: normalized, resized to `shape`."""
+        batch = resize(self._normalize(images), shape)
+        return batch.contiguous(memory_format=torch.channels_last) if self.precision.channels_last else batch
+
 
 class TrainingSession(ModelSession):
     """One model being trained, an epoch at a time, with its whole state saveable and restorable."""
@@ -129,6 +158,14 @@ class TrainingSession(ModelSession):
         self.augmentation = build_augmentation(config.augment, input_shape=data.input_shape, dataset=data.name,
                                                flip=data.flip)
         self.augment_rng = torch.Generator().manual_seed(config.seed + 1)
+        self.mixer = build_mixer(config, num_classes=data.num_classes)
+        self.ema = build_ema(self.model, config.ema_decay)
+        self.pruner = None
+        if config.prune_amount:
+            from hpsearch.trainables.pruning import Pruner
+
+            self.pruner = Pruner(self.model, amount=config.prune_amount, schedule=config.prune_schedule,
+                                 epochs=config.epochs, companion=self.ema.module if self.ema is not None else None)
         self._train = _to_device(data.train, self.device)
         self._val = _to_device(data.val, self.device)
         self.epoch = 0
@@ -141,6 +178,17 @@ class TrainingSession(ModelSession):
     def finished(self) -> bool:
         return self.epoch >= self.config.epochs
 
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The model validation evaluates and a checkpoint saves: the EMA of the weights when ema_decay is
+        set, else the model trained. Pruned as far as the schedule has gone."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def fully_pruned(self) -> bool:
+        """Whether the model has every pruning step planned (always, without pruning): its final form."""
+        return self.pruner is None or self.pruner.done
+
     def run_epoch(self, *, validate: bool = True) -> Metrics:
         """Train one pass over the training split, then evaluate on the validation split (unless not
         `validate`: a final model trained on train and validation together; a plateau schedule then
@@ -148,7 +196,10 @@ class TrainingSession(ModelSession):
         started = time.perf_counter()
         self.skipped = 0
         self.model.train()
-        order = torch.randperm(len(self._train), generator=self.batch_order)
+        if self.pruner is not None:
+            self.pruner.start_epoch(self.epoch + 1)
+        order = repeated_order(torch.randperm(len(self._train), generator=self.batch_order),
+                               self.config.repeated_augment)
         if isinstance(self._train, Split):
             order = order.to(self.device)
         loss_sum = torch.zeros((), device=self.device)
@@ -158,21 +209,30 @@ class TrainingSession(ModelSession):
             seen += len(targets)
             if step % _MEMORY_SAMPLE_EVERY == 1:  # after the first step, when gradients and optimizer state exist
                 self.peak_memory.sample()
-            if self.augmentation is not None:
-                inputs = self.augmentation(inputs, self.augment_rng)
+            inputs, targets, soft_targets = self._training_batch(inputs, targets)
             with self.precision.autocast(self.device):
-                logits = self.model(self._normalize(inputs))
-            loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.config.label_smoothing)
+                logits = self.model(inputs)
+            # Soft targets (MixUp, CutMix) take label smoothing as hard ones do, as in torchvision's references.
+            loss = F.cross_entropy(logits.float(), targets if soft_targets is None else soft_targets,
+                                   label_smoothing=self.config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss + self._l1_penalty()).backward()
+            if self.pruner is not None:
+                self.pruner.mask_gradients()
             if self.config.grad_clip:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.pruner is not None:
+                self.pruner.enforce()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             self.schedule.after_batch()
             loss_sum += loss.detach() * len(targets)
             correct += (logits.detach().argmax(1) == targets).sum()
+        if self.pruner is not None:
+            self.pruner.end_epoch(self.epoch + 1)
         train_seconds = time.perf_counter() - started
         seen = max(seen, 1)
         val = self.evaluate_metrics(self._val) if validate else {}
@@ -192,8 +252,26 @@ class TrainingSession(ModelSession):
         }
         if self.skipped:
             metrics["skipped_images"] = float(self.skipped)
+        if self.pruner is not None:
+            from hpsearch.trainables.pruning import sparsity
+
+            metrics["sparsity"] = sparsity(self.eval_model)
         self.history.append(metrics)
         return metrics
+
+    def _training_batch(self, images: torch.Tensor, targets: torch.Tensor):
+        """(inputs, hard targets, soft targets or None) of one training step: augmented, normalized and
+        resized, boxes erased, mixed. Hard targets of a mixed batch are each row's larger share, as
+        torchvision's references count accuracy."""
+        if self.augmentation is not None:
+            images = self.augmentation(images, self.augment_rng)
+        inputs = self._inputs(images, self.train_input_shape)
+        if self.config.random_erasing:
+            inputs = erase_random_boxes(inputs, self.config.random_erasing, self.augment_rng)
+        if self.mixer is None:
+            return inputs, targets, None
+        inputs, soft_targets = self.mixer(inputs, targets, self.augment_rng)
+        return inputs, soft_targets.argmax(1), soft_targets
 
     def _l1_penalty(self) -> torch.Tensor | float:
         if not self.config.l1:
@@ -214,6 +292,8 @@ class TrainingSession(ModelSession):
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "history": list(self.history),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "pruner": self.pruner.state_dict() if self.pruner is not None else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -228,6 +308,10 @@ class TrainingSession(ModelSession):
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.history = list(state["history"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        if self.pruner is not None:
+            self.pruner.load_state_dict(state["pruner"])
 
 
 class _Batches:

@@ -32,6 +32,10 @@ MNIST_RUNS = {
     # Two short trials each, with the settings that make one epoch meaningful.
     "mnist-bayes": (["search.scheduler.name=none", "space.optimizer=adam", "train.lr=0.003", "space.augment=none"],
                     {"lenet5", "cnn"}),
+    "mnist-recipe": (["search.scheduler.name=none", "space.warmup_epochs=0", "space.optimizer=adamw",
+                      "train.lr=0.003",
+                      "space.ema_decay=0.9", "space.prune_amount=0.5", "space.augment=trivialaugment",
+                      "space.mixup_alpha=0.2", "space.cutmix_alpha=1.0", "space.random_erasing=0.25"], {"cnn"}),
     "mnist-arch": (["space.lr=0.003", "space.model.choice.resnet.channels=8", "space.model.choice.resnet.depth=1"],
                    {"mlp", "lenet5", "cnn", "resnet"}),
 }
@@ -48,4 +52,10 @@ def test_mnist_specs_run_on_the_real_mnist_files(ray_session, tracking_uri, tmp_
     assert outcome.counts["completed"] == 2
     assert outcome.best["value"] > 0.8  # one epoch on 7,200 real MNIST digits
     runs = query.trials(outcome.parent_run_id, tracking_uri)
-    assert len(runs) == 2 and set(runs["params.model"]) <= models
+    assert len(runs) == 2 and set(runs.get("params.model", [spec.train.model] * 2)) <= models
+    if name == "mnist-recipe":  # every knob on: the models are pruned to the asked sparsity when saved
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri)
+        assert [client.get_run(run_id).data.metrics["sparsity"] for run_id in runs["run_id"]] == \
+            pytest.approx([0.5, 0.5], abs=1e-3)

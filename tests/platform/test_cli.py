@@ -16,7 +16,7 @@ def test_list_names_builtin_specs_and_registries(tmp_path, capsys, monkeypatch):
     expected = {"models": {"mlp", "lenet5", "cnn", "vgg", "inception", "resnet", "resnet18"},
                 "optimizers": {"sgd", "adam", "adamw", "rmsprop", "adagrad"},
                 "schedulers": {"none", "step", "cosine", "onecycle", "plateau"},
-                "augmentations": {"none", "light", "strong", "resized_crop"},
+                "augmentations": {"none", "light", "strong", "resized_crop", "trivialaugment"},
                 "initializations": {"default", "kaiming", "xavier", "orthogonal"},
                 "datasets": {"digits", "mnist", "fashion_mnist", "cifar10", "imagefolder"}}
     monkeypatch.chdir(tmp_path)

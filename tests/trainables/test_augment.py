@@ -48,7 +48,7 @@ def _left_minus_right(batch: torch.Tensor) -> torch.Tensor:
 
 
 def test_presets_are_registered_and_accepted_by_the_config() -> None:
-    assert AUGMENTATIONS.names() == ["light", "none", "resized_crop", "strong"]
+    assert AUGMENTATIONS.names() == ["light", "none", "resized_crop", "strong", "trivialaugment"]
     for name in AUGMENTATIONS.names():
         assert TrainConfig(augment=name).augment == name
 
@@ -60,7 +60,8 @@ def test_none_builds_nothing(dataset: str) -> None:
 
 @pytest.mark.parametrize("name", ["heavy", "Light", ""])
 def test_unknown_name_lists_the_known_presets(name: str) -> None:
-    with pytest.raises(ValueError, match=r"unknown augmentation .*known: \['light', 'none', 'resized_crop', 'strong'\]"):
+    with pytest.raises(ValueError, match=r"unknown augmentation .*known: "
+                                         r"\['light', 'none', 'resized_crop', 'strong', 'trivialaugment'\]"):
         build_augmentation(name, input_shape=(1, 8, 8), dataset="digits")
 
 
