@@ -80,14 +80,14 @@ def _cli(argv: list[str]) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def ablated(ray_session, tmp_path_factory):
-    """A finished one-trial digits search with three techniques on, ablated over two seeds."""
+    """A finished one-trial digits search with five techniques on, ablated over two seeds."""
     folder = tmp_path_factory.mktemp("ablation")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     spec = validate_spec({
         "name": "digits-ablation",
         "search": {"algorithm": "grid", "max_concurrent": 2},
         "train": {"epochs": 2, "model": "cnn", "channels": 8, "lr": 0.01, "dropout": 0.3, "label_smoothing": 0.1,
-                  "warmup_epochs": 1},
+                  "warmup_epochs": 1, "ema_decay": 0.9},
         "tracking": {"uri": uri, "experiment": "ablation"},
         "space": {"weight_decay": {"grid": [0.0001]}},
     })
@@ -107,21 +107,21 @@ def test_the_ablation_table_is_that_of_the_ablation_runs_own_metrics(ablated) ->
     assert status == 0, err
     runs = MlflowClient(uri).search_runs(["1"], filter_string=f"tags.`mlflow.parentRunId` = '{outcome.parent_run_id}' "
                                                               f"and tags.`hpsearch.role` = 'ablation'")
-    # Everything on and each of the four techniques off, over seeds 1 and 2.
-    assert len(runs) == 10
+    # Everything on and each of the five techniques off, over seeds 1 and 2.
+    assert len(runs) == 12
     value = {(run.data.tags["hpsearch.ablation"], int(run.data.tags["hpsearch.replicate_seed"])):
              run.data.metrics["best_val_accuracy"] for run in runs}
-    assert {technique for technique, _ in value} == {ALL_ON, "weight_decay", "dropout", "label_smoothing", "warmup"}
+    assert {technique for technique, _ in value} == {ALL_ON, "weight_decay", "dropout", "label_smoothing", "warmup", "ema"}
     for run in runs:  # each run's params say what it trained with
         off = run.data.tags["hpsearch.ablation"]
         assert run.data.tags["hpsearch.status"] == "completed" and run.data.tags["hpsearch.replicate_of"] == "00000"
         assert run.data.params["seed"] == run.data.tags["hpsearch.replicate_seed"]
         assert run.data.params["weight_decay"] == ("0.0" if off == "weight_decay" else "0.0001")
-        switched = {"dropout": "0.0", "label_smoothing": "0.0", "warmup_epochs": "0.0"}
+        switched = {"dropout": "0.0", "label_smoothing": "0.0", "warmup_epochs": "0.0", "ema_decay": "0.0"}
         assert {name: run.data.params.get(name) for name in switched} == \
             {name: (value if name.startswith(off) else None) for name, value in switched.items()}
     table = query.ablation(outcome.search_id, uri)
-    assert table.attrs["of"] == "00000" and len(table) == 4
+    assert table.attrs["of"] == "00000" and len(table) == 5
     assert table["effect"].is_monotonic_decreasing
     for _, row in table.iterrows():
         differences = np.array([value[(ALL_ON, seed)] - value[(row["technique"], seed)] for seed in (1, 2)])
@@ -142,7 +142,7 @@ def test_ablating_again_runs_only_what_is_missing(ablated) -> None:
     status, out, err = _cli(["ablate", outcome.search_id, "--seeds", "2", "--tracking-uri", uri])
     assert status == 0, err
     assert "nothing to run" in out
-    assert len(query.ablation(outcome.search_id, uri)) == 4
+    assert len(query.ablation(outcome.search_id, uri)) == 5
 
 
 @e2e
@@ -156,4 +156,4 @@ def test_ablate_bad_input_is_one_line(ablated, argv, pattern) -> None:
     outcome, uri, _, _ = ablated
     status, out, err = _cli(["ablate", outcome.search_id, "--tracking-uri", uri, *argv])
     assert status == 2 and len(err.strip().splitlines()) == 1 and re.search(pattern, err), err
-    assert len(query.ablation(outcome.search_id, uri)) == 4  # nothing more was run
+    assert len(query.ablation(outcome.search_id, uri)) == 5  # nothing more was run
