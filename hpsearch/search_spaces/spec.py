@@ -670,8 +670,61 @@ def _one_model_problems(spec: Spec, model: str, parameters: set[str], *, pretrai
         problem = weights_problem(model, spec.train.weights_path)
         if problem:
             return [problem]
-    problem = _shape_problem(spec, model)
+    problem = _shape_problem(spec, model) or _image_size_problem(spec, model)
     return [problem] if problem else []
+
+
+def _native_shape(spec: Spec) -> tuple[int, int, int] | None:
+    """The dataset's images as models take them, where it is known before the data is read."""
+    dataset = spec.dataset
+    if dataset.is_image_source:
+        if dataset.factory is not None and not (dataset.image_size and dataset.channels):
+            return None
+        return (dataset.channels or 3, dataset.image_size or 224, dataset.image_size or 224)
+    return BUILTIN_SHAPES.get(dataset.name)
+
+
+def _image_size_problem(spec: Spec, model: str) -> str | None:
+    """Why a built-in `model` built for the train_image_size a search can pick cannot take the
+    eval_image_size it can pick (a classifier that flattens the image takes one size): the check a
+    trial makes when it starts, made now on torch's meta device for every pair of sizes."""
+    import itertools
+
+    def sizes(field: str) -> list[int | None]:
+        searched = [value for p in spec.space.walk() if p.name == field for value in p.values]
+        return sorted({value or None for value in searched} or {getattr(spec.train, field) or None},
+                      key=lambda value: value or 0)
+
+    train_sizes, eval_sizes = sizes("train_image_size"), sizes("eval_image_size")
+    native = _native_shape(spec)
+    if train_sizes == eval_sizes == [None] or native is None or model.startswith(("torchvision.", "timm.")):
+        return None
+    import torch
+
+    from hpsearch.trainables.models import build_model
+    from hpsearch.trainables.recipe import image_shape
+
+    for train_size, eval_size in itertools.product(train_sizes, eval_sizes):
+        trained_at, shape = image_shape(native, train_size), image_shape(native, eval_size)
+        config = spec.train.model_copy(update={"model": model, "pretrained": False})
+        try:
+            with torch.device("meta"):
+                built = build_model(config, input_shape=trained_at, num_classes=2)
+                built.eval()
+                built(torch.empty(2, *trained_at))
+                built(torch.empty(2, *shape))
+        except NotImplementedError:
+            continue  # an operation the meta device lacks: nothing learned
+        except Exception as error:  # noqa: BLE001  (whatever the architecture raises, it would raise in the trial)
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            field = "eval_image_size" if shape != trained_at else "train_image_size"
+            if shape == trained_at:
+                return f"{field}: model {model!r} cannot take {shape[1]}x{shape[2]} images ({detail})"
+            return (f"{field}: model {model!r} built for {trained_at[1]}x{trained_at[2]} images cannot take "
+                    f"{shape[1]}x{shape[2]} ones ({detail}); models that flatten the image "
+                    f"into their classifier (mlp, lenet5, cnn without global_pool) take one size: set "
+                    f"train_image_size and eval_image_size alike")
+    return None
 
 
 BUILTIN_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}

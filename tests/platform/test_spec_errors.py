@@ -799,6 +799,25 @@ BAD_SPECS = [
         r"^space\.'a\\nb': parameter names are identifiers \(letters, digits, _\), got 'a\\nb'$",
         id="parameter-name-with-a-line-break",
     ),
+    # Image sizes a flattening classifier cannot take: refused before anything runs, as a trial would.
+    pytest.param(
+        """\
+        name: bad
+        train: {model: mlp}
+        space: {eval_image_size: {choice: [null, 16]}}
+        """,
+        r"^train\.model: eval_image_size: model 'mlp' built for 8x8 images cannot take 16x16 ones \(.*\); models "
+        r"that flatten the image into their classifier .* set train_image_size and eval_image_size alike$",
+        id="eval-image-size-a-flattening-model-cannot-take",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        space: {model: {choice: {cnn: {}, lenet5: {}}}, train_image_size: {choice: [12, 16]}}
+        """,
+        r"^space\.model: eval_image_size: model 'lenet5' built for 12x12 images cannot take 8x8 ones",
+        id="train-image-size-a-flattening-branch-cannot-take",
+    ),
 ]
 
 
