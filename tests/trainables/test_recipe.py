@@ -407,3 +407,29 @@ def test_a_spec_searching_every_knob_validates() -> None:
         "prune_amount": {"uniform": [0.0, 0.9]}, "prune_schedule": {"choice": ["one_shot", "gradual"]}}},
         check_data=False)
     assert {param.name for param in spec.space.params} >= {"ema_decay", "prune_schedule", "train_image_size"}
+
+
+# ----------------------------------------------------------------------------------------------- every dataset kind
+
+EVERY_KNOB = {"augment": "trivialaugment", "random_erasing": 0.5, "mixup_alpha": 0.2, "cutmix_alpha": 1.0,
+              "repeated_augment": 2, "ema_decay": 0.9, "label_smoothing": 0.1, "prune_amount": 0.5,
+              "prune_schedule": "gradual", "train_image_size": 24, "eval_image_size": 32, "epochs": 3}
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "streamed"])
+def test_every_knob_at_once_trains_on_real_rgb_image_files(rgb_split_folders, in_memory: bool) -> None:
+    """Decoded PNGs, held in memory or streamed from disk by a loader: every knob applies to their
+    batches, the model evaluates at its eval size and is saved pruned with its EMA weights."""
+    data = load_dataset("imagefolder", root=str(rgb_split_folders), in_memory=in_memory, workers=0)
+    config = TrainConfig(model="cnn", **QUICK, **EVERY_KNOB)
+    session = _trained(config, data)
+    history = session.history
+    assert len(history) == 3 and all(math.isfinite(epoch["train_loss"]) for epoch in history)
+    assert history[-1]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    saved = session.eval_model.state_dict()
+    raw = session.model.state_dict()
+    assert any(not torch.equal(saved[name], raw[name]) for name in raw if name.endswith("weight"))  # EMA, not raw
+    weights = [tensor for name, tensor in saved.items() if name.endswith("weight") and tensor.dim() > 1]
+    zeros = sum(int((tensor == 0).sum()) for tensor in weights) / sum(tensor.numel() for tensor in weights)
+    assert zeros == pytest.approx(0.5, abs=0.01)
+    assert session.eval_input_shape == (3, 32, 32) and session.train_input_shape == (3, 24, 24)
