@@ -31,3 +31,15 @@ def test_commands_in_the_readme_table_exist():
     commands = set(re.findall(r"^\| `hpsearch (\w[\w-]*)", README.read_text(), flags=re.M))
     subparsers = next(a for a in build_parser()._actions if a.dest == "command")
     assert commands and commands <= set(subparsers.choices)
+
+
+def test_what_a_trial_trains_lists_every_field_with_its_default():
+    import json
+
+    from hpsearch.trainables import TrainConfig
+
+    rows = dict(re.findall(r"^\|[^|]*\| `(\w+)` \| `([^`]*)` \|", README.read_text(), flags=re.M))
+    defaults = TrainConfig().model_dump()
+    assert set(rows) == set(defaults)
+    for name, default in defaults.items():
+        assert rows[name] == (default if isinstance(default, str) else json.dumps(default)), name
