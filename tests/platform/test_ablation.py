@@ -157,3 +157,17 @@ def test_ablate_bad_input_is_one_line(ablated, argv, pattern) -> None:
     status, out, err = _cli(["ablate", outcome.search_id, "--tracking-uri", uri, *argv])
     assert status == 2 and len(err.strip().splitlines()) == 1 and re.search(pattern, err), err
     assert len(query.ablation(outcome.search_id, uri)) == 5  # nothing more was run
+
+
+@e2e
+def test_the_dashboard_draws_the_ablation_from_the_store(ablated) -> None:
+    from hpsearch.dashboard.callbacks import ablation_view
+    from hpsearch.dashboard.source import RunSource
+
+    outcome, uri, _, _ = ablated
+    figure, said = ablation_view(RunSource(uri), outcome.search_id)
+    table = query.ablation(outcome.search_id, uri)
+    (bars,) = figure.data
+    assert list(bars.y) == table["technique"].tolist()[::-1]  # the most valuable at the top
+    assert list(bars.x) == pytest.approx(table["effect"].tolist()[::-1])
+    assert said.startswith("trial 00000's configuration, each technique switched off in turn")
