@@ -20,7 +20,8 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
@@ -64,6 +65,7 @@ class _TrialRun:
     last_step: int  # the last epoch already in MLflow; later reports log only epochs after it
     process: tuple[str, str] | None = None  # (node label, pid) last tagged: a retried trial may move
     checkpoint_node: str | None = None  # the Ray node that wrote the trial's latest (best) checkpoint
+    params: list = field(default_factory=list)  # params not yet written: they go with the next write
 
 
 @dataclass(frozen=True)
@@ -198,10 +200,14 @@ class TrialTracker(tune.Callback):
                     item = self._queue.get(timeout=0.0 if self._pending else max(0.0, next_snapshot - time.monotonic()))
                 except queue.Empty:
                     item = False
+                while item:  # and all that waits: a write can see what follows it (_result_waits)
+                    self._pending.append(item)
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        item = False
                 if item is None:
                     self._closing = True
-                elif item:
-                    self._pending.append(item)
             if self.failure is not None:
                 self._pending.clear()
                 if self._closing:
@@ -310,8 +316,18 @@ class TrialTracker(tune.Callback):
         elif extra_tags:
             name = f"replicate_{extra_tags[REPLICATE_OF]}_seed{extra_tags[REPLICATE_SEED]}"
         run = self._client.create_run(self.experiment_id, tags=tags, run_name=name)
-        self._runs[trial_id] = _TrialRun(run.info.run_id, last_step=0)
-        self._client.log_batch(run.info.run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
+        entry = self._runs[trial_id] = _TrialRun(run.info.run_id, last_step=0)
+        logged = [Param(k, param_value(v)) for k, v in params.items()]
+        if self._result_waits(trial_id):  # behind: the params go with the result, one write instead of two
+            entry.params = logged
+        elif logged:
+            self._client.log_batch(run.info.run_id, params=logged)
+
+    def _result_waits(self, trial_id: str) -> bool:
+        """Whether a result of `trial_id` already waits behind the write under way (short trials, or a
+        writer behind its search)."""
+        return any(item.method == self._write_result and item.args[0] == trial_id
+                   for item in itertools.islice(self._pending, 1, _LOOK_AHEAD))
 
     def _write_result(self, trial_id: str, result: dict[str, Any]) -> None:
         from mlflow.entities import Metric, RunTag
@@ -333,8 +349,9 @@ class TrialTracker(tune.Callback):
         process = (node_label(result), str(result.get("pid", "?")))
         if process != run.process:  # its first report, or its first after a retry elsewhere
             tags += [RunTag(NODE, process[0]), RunTag(PROCESS, process[1])]
-        self._client.log_batch(run.run_id, metrics=metrics, tags=tags)
+        self._client.log_batch(run.run_id, metrics=metrics, tags=tags, params=run.params)
         # Only once written: a write replayed after a failure must not find its step already counted.
+        run.params = []
         run.process = process
         if result.get("best_epoch") == step:  # improved: SearchTrial checkpointed this epoch, on this node
             run.checkpoint_node = result.get("node_id")
@@ -346,9 +363,10 @@ class TrialTracker(tune.Callback):
         timestamp = int(result.get("timestamp", time.time()) * 1000)
         metrics = [Metric(name, float(value), timestamp, 0) for name, value in result.items()
                    if name in COSTS and isinstance(value, (int, float)) and math.isfinite(value)]
-        self._client.log_batch(run.run_id, metrics=metrics, tags=[
+        self._client.log_batch(run.run_id, metrics=metrics, params=run.params, tags=[
             RunTag(INFEASIBLE, str(result.get("broken", ""))[:5000]),
             RunTag(NODE, node_label(result)), RunTag(PROCESS, str(result.get("pid", "?")))])
+        run.params = []
 
     def _write_end(self, trial_id: str, status: str, error: str | None, checkpoint) -> None:
         run = self._runs.get(trial_id)
@@ -367,9 +385,12 @@ class TrialTracker(tune.Callback):
                 error = (error + "; " if error else "") + f"checkpoint not uploaded: {first_line(upload_error)}"
                 logger.warning("hpsearch: the checkpoint of trial %s was not uploaded: %s", _trial_name(trial_id),
                                first_line(upload_error))
-        self._client.set_tag(run.run_id, STATUS, status)
-        if error:
-            self._client.set_tag(run.run_id, ERROR, error[:5000])
+        from mlflow.entities import RunTag
+
+        # The status and the error in one write, with any params not yet written (no result came).
+        tags = [RunTag(STATUS, status), *([RunTag(ERROR, error[:5000])] if error else [])]
+        self._client.log_batch(run.run_id, tags=tags, params=run.params)
+        run.params = []
         self._client.set_terminated(run.run_id, "FAILED" if status == "failed" else "FINISHED")
 
 
@@ -398,6 +419,7 @@ def node_label(result: Mapping[str, Any]) -> str:
     return f"{result.get('hostname', '?')} ({result.get('node_ip', '?')}, node {node_id})"
 
 
+_LOOK_AHEAD = 64  # queued writes looked through for a trial's result waiting behind its start
 _COSTS_ONCE = frozenset(COSTS) - {"peak_memory_mb"}  # peak memory grows as training goes: logged each epoch
 _LOGGED_METRICS = frozenset({*EPOCH_METRICS, *COSTS, "epoch", "best_epoch", "skipped_images", "sparsity",
                              *(f"best_{name}" for name in EPOCH_METRICS)})
