@@ -45,6 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _args import OneLineParser, positive_int  # noqa: F401  (benchmarks/, the script's folder)
+
 import psutil
 
 # The environment this command was started in, before importing hpsearch.platform sets Tune's
@@ -136,23 +138,6 @@ def first_report_time(tracking_uri: str) -> float:
 def share(numerator: float, denominator: float) -> float:
     """numerator / denominator; infinite when the denominator is not positive (a peer at the ideal)."""
     return numerator / denominator if denominator > 0 else float("inf")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line on stderr, exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
-    return value
 
 
 def main() -> int:

@@ -20,9 +20,9 @@ from typing import Any, Callable
 import pandas as pd
 
 from hpsearch.platform import query, tracking
-from hpsearch.platform.replicates import FINISHED, Planned, ReplicateError, interval, run_planned, training_seeds
+from hpsearch.platform.replicates import (FINISHED, Planned, ReplicateError, child_runs, finished_search, interval,
+                                         run_planned, training_seeds)
 from hpsearch.platform.tracking import tags
-from hpsearch.platform.tracking.index import runs_frame
 
 ROLE = "ablation"
 ALL_ON = "none"  # the ablation tag of the runs with every technique on
@@ -84,11 +84,7 @@ def describe_off(config: dict[str, Any], technique: Technique) -> str:
 def ablation_runs(found: query.Search, tracking_uri: str) -> pd.DataFrame:
     """One row per ablation run of `found`: of (the trial whose configuration it trains), technique
     (switched off; ALL_ON for none), seed, status, value (its best metric), run_id."""
-    client = tracking.client_for(tracking_uri)
-    runs = query._paged(lambda token: client.search_runs(
-        [found.experiment_id], filter_string=f"tags.`{tags.PARENT}` = '{found.run_id}' and "
-                                             f"tags.`{tags.ROLE}` = '{ROLE}'", max_results=50_000, page_token=token))
-    frame = runs_frame(runs)
+    frame = child_runs(found, tracking_uri, ROLE)
     columns = ["of", "technique", "seed", "status", "value", "run_id"]
     needed = [f"tags.{tags.REPLICATE_OF}", f"tags.{tags.REPLICATE_SEED}", f"tags.{tags.ABLATION}"]
     if frame.empty or any(column not in frame for column in needed):
@@ -228,19 +224,9 @@ def ablate_search(search: str, *, trial: str | None = None, seeds: int = 3, trac
                   num_cpus: int | None = None) -> dict[str, Any]:
     """`hpsearch ablate`: each active technique of a configuration switched off in turn, over
     `seeds` training seeds; returns the summary (see `summary`)."""
-    import yaml
-
     from hpsearch.platform.search import DEFAULT_STORAGE, _shared, init_ray, where_it_runs
-    from hpsearch.search_spaces.spec import validate_spec
 
-    uri = tags.credentials_to_environment(query.resolve_uri(tracking_uri))
-    found = query.find_search(search, uri)
-    if found.status == "running":
-        raise ReplicateError(f"search {found.search_id!r} is still running; ablate it once it has finished")
-    client = tracking.client_for(uri)
-    spec = validate_spec(yaml.safe_load(Path(client.download_artifacts(found.run_id, tags.SPEC_ARTIFACT)).read_text()),
-                         base_dir=found.spec_dir)
-    trials = query.trials(found, uri)
+    uri, found, client, spec, trials = finished_search(search, tracking_uri, verb="ablate")
     if trial is None:
         chosen = query.best_of(found, trials, replicated=_replicated(found, uri, trials))["trial"]
     else:

@@ -332,32 +332,16 @@ def _replicate(args) -> int:
         problems.append(f"--seeds: {args.seeds} is not allowed; from 2 to 50 seeds (two at least, for a spread)")
     if problems:
         raise UsageError(problems)
+    from hpsearch.platform.replicates import replicate_search
+
+    return _train_more(args, "replicate", replicate_search, top_k=args.top_k, seeds=args.seeds)
+
+
+def _train_more(args, verb: str, function, **kwargs) -> int:
+    """A command that trains more runs of a finished search (replicate, ablate): its errors as one
+    line each, naming the search."""
     if args.address:  # before Ray is imported: see _ray_env
         os.environ["RAY_ADDRESS"] = args.address
-    from hpsearch.platform.query import SearchNotFound
-    from hpsearch.platform.replicates import ReplicateError, replicate_search
-    from hpsearch.search_spaces.spec import SpecError
-    from hpsearch.trainables.images import DataError
-    from hpsearch.trainables.plugins import PluginError
-
-    try:
-        replicate_search(args.search, tracking_uri=args.tracking_uri, top_k=args.top_k, seeds=args.seeds,
-                         address=args.address, storage=args.storage)
-    except (ReplicateError, SearchNotFound) as error:
-        raise UsageError([str(error)]) from None
-    except SpecError as error:
-        raise UsageError([f"cannot replicate {args.search}: {problem}" for problem in error.problems]) from None
-    except (DataError, PluginError) as error:
-        raise UsageError([f"cannot replicate {args.search}: {error}"]) from None
-    return 0
-
-
-def _ablate(args) -> int:
-    if not 2 <= args.seeds <= 50:
-        raise UsageError([f"--seeds: {args.seeds} is not allowed; from 2 to 50 seeds (two at least, for an interval)"])
-    if args.address:  # before Ray is imported: see _ray_env
-        os.environ["RAY_ADDRESS"] = args.address
-    from hpsearch.platform.ablation import ablate_search
     from hpsearch.platform.query import SearchNotFound
     from hpsearch.platform.replicates import ReplicateError
     from hpsearch.search_spaces.spec import SpecError
@@ -365,15 +349,22 @@ def _ablate(args) -> int:
     from hpsearch.trainables.plugins import PluginError
 
     try:
-        ablate_search(args.search, trial=args.trial, seeds=args.seeds, tracking_uri=args.tracking_uri,
-                      address=args.address, storage=args.storage)
+        function(args.search, tracking_uri=args.tracking_uri, address=args.address, storage=args.storage, **kwargs)
     except (ReplicateError, SearchNotFound) as error:
         raise UsageError([str(error)]) from None
     except SpecError as error:
-        raise UsageError([f"cannot ablate {args.search}: {problem}" for problem in error.problems]) from None
+        raise UsageError([f"cannot {verb} {args.search}: {problem}" for problem in error.problems]) from None
     except (DataError, PluginError) as error:
-        raise UsageError([f"cannot ablate {args.search}: {error}"]) from None
+        raise UsageError([f"cannot {verb} {args.search}: {error}"]) from None
     return 0
+
+
+def _ablate(args) -> int:
+    if not 2 <= args.seeds <= 50:
+        raise UsageError([f"--seeds: {args.seeds} is not allowed; from 2 to 50 seeds (two at least, for an interval)"])
+    from hpsearch.platform.ablation import ablate_search
+
+    return _train_more(args, "ablate", ablate_search, trial=args.trial, seeds=args.seeds)
 
 
 def _finalize(args) -> int:

@@ -60,14 +60,18 @@ def training_seeds(original: int, count: int) -> list[int]:
     return seeds
 
 
+def child_runs(found: query.Search, tracking_uri: str, role: str) -> pd.DataFrame:
+    """The search's child runs of `role` (replicate, ablation), as `runs_frame` shapes them."""
+    client = tracking.client_for(tracking_uri)
+    return runs_frame(query._paged(lambda token: client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`{tags.PARENT}` = '{found.run_id}' and "
+                                             f"tags.`{tags.ROLE}` = '{role}'", max_results=50_000, page_token=token)))
+
+
 def replicate_runs(found: query.Search, tracking_uri: str) -> pd.DataFrame:
     """One row per replicate run of `found`: of (the trial repeated), seed, status, value (its best
     metric), best_epoch, run_id."""
-    client = tracking.client_for(tracking_uri)
-    runs = query._paged(lambda token: client.search_runs(
-        [found.experiment_id], filter_string=f"tags.`{tags.PARENT}` = '{found.run_id}' and "
-                                             f"tags.`{tags.ROLE}` = '{ROLE}'", max_results=50_000, page_token=token))
-    frame = runs_frame(runs)
+    frame = child_runs(found, tracking_uri, ROLE)
     columns = ["of", "seed", "status", "value", "best_epoch", "run_id"]
     if not frame.empty:  # a replicate that failed before it started has no tags to say what it repeats
         frame = frame.dropna(subset=[column for column in (f"tags.{tags.REPLICATE_OF}", f"tags.{tags.REPLICATE_SEED}")
@@ -243,23 +247,30 @@ def run_planned(planned: list[Planned], *, spec, shared: dict[str, Any], found: 
     return _run_tuner(tuner)
 
 
-def replicate_search(search: str, *, tracking_uri: str | None = None, top_k: int = 3, seeds: int = 5,
-                     address: str | None = None, storage: str | Path | None = None,
-                     num_cpus: int | None = None) -> dict[str, Any]:
-    """`hpsearch replicate`: replicates of a finished search's top configurations; returns its summary."""
+def finished_search(search: str, tracking_uri: str | None, *, verb: str):
+    """(uri, the search, a client, its spec, its trials) of a search that has ended, for a command
+    that trains more runs of it (`verb` it: replicate, ablate)."""
     import yaml
 
-    from hpsearch.platform.search import DEFAULT_STORAGE, _shared, init_ray, print_replicates, where_it_runs
     from hpsearch.search_spaces.spec import validate_spec
 
     uri = tags.credentials_to_environment(query.resolve_uri(tracking_uri))
     found = query.find_search(search, uri)
     if found.status == "running":
-        raise ReplicateError(f"search {found.search_id!r} is still running; replicate it once it has finished")
+        raise ReplicateError(f"search {found.search_id!r} is still running; {verb} it once it has finished")
     client = tracking.client_for(uri)
     spec = validate_spec(yaml.safe_load(Path(client.download_artifacts(found.run_id, tags.SPEC_ARTIFACT)).read_text()),
                          base_dir=found.spec_dir)
-    trials = query.trials(found, uri)
+    return uri, found, client, spec, query.trials(found, uri)
+
+
+def replicate_search(search: str, *, tracking_uri: str | None = None, top_k: int = 3, seeds: int = 5,
+                     address: str | None = None, storage: str | Path | None = None,
+                     num_cpus: int | None = None) -> dict[str, Any]:
+    """`hpsearch replicate`: replicates of a finished search's top configurations; returns its summary."""
+    from hpsearch.platform.search import DEFAULT_STORAGE, _shared, init_ray, print_replicates, where_it_runs
+
+    uri, found, client, spec, trials = finished_search(search, tracking_uri, verb="replicate")
     todo = plan(found, trials, replicate_runs(found, uri), top_k=top_k, seeds=seeds, client=client)
     if todo:
         recorded = tracking.recorded_data(client, found.run_id) if spec.dataset.is_image_source else None

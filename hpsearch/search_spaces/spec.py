@@ -690,6 +690,8 @@ def _image_size_problem(spec: Spec, model: str) -> str | None:
     trial makes when it starts, made now on torch's meta device for every pair of sizes."""
     import itertools
 
+    from hpsearch.trainables.recipe import image_shape
+
     def sizes(field: str) -> list[int | None]:
         searched = [value for p in spec.space.walk() if p.name == field for value in p.values]
         return sorted({value or None for value in searched} or {getattr(spec.train, field) or None},
@@ -699,31 +701,16 @@ def _image_size_problem(spec: Spec, model: str) -> str | None:
     native = _native_shape(spec)
     if train_sizes == eval_sizes == [None] or native is None or model.startswith(("torchvision.", "timm.")):
         return None
-    import torch
-
-    from hpsearch.trainables.models import build_model
-    from hpsearch.trainables.recipe import image_shape
-
     for train_size, eval_size in itertools.product(train_sizes, eval_sizes):
         trained_at, shape = image_shape(native, train_size), image_shape(native, eval_size)
-        config = spec.train.model_copy(update={"model": model, "pretrained": False})
-        try:
-            with torch.device("meta"):
-                built = build_model(config, input_shape=trained_at, num_classes=2)
-                built.eval()
-                built(torch.empty(2, *trained_at))
-                built(torch.empty(2, *shape))
-        except NotImplementedError:
-            continue  # an operation the meta device lacks: nothing learned
-        except Exception as error:  # noqa: BLE001  (whatever the architecture raises, it would raise in the trial)
-            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-            field = "eval_image_size" if shape != trained_at else "train_image_size"
-            if shape == trained_at:
-                return f"{field}: model {model!r} cannot take {shape[1]}x{shape[2]} images ({detail})"
-            return (f"{field}: model {model!r} built for {trained_at[1]}x{trained_at[2]} images cannot take "
-                    f"{shape[1]}x{shape[2]} ones ({detail}); models that flatten the image "
-                    f"into their classifier (mlp, lenet5, cnn without global_pool) take one size: set "
-                    f"train_image_size and eval_image_size alike")
+        detail = _meta_forward(spec, model, trained_at, shape)
+        if detail and shape == trained_at:
+            return f"train_image_size: model {model!r} cannot take {shape[1]}x{shape[2]} images ({detail})"
+        if detail:
+            return (f"eval_image_size: model {model!r} built for {trained_at[1]}x{trained_at[2]} images cannot take "
+                    f"{shape[1]}x{shape[2]} ones ({detail}); models that flatten the image into their classifier "
+                    f"(mlp, lenet5, cnn without global_pool) take one size: set train_image_size and "
+                    f"eval_image_size alike")
     return None
 
 
@@ -733,17 +720,19 @@ BUILTIN_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1
 def _shape_problem(spec: Spec, model: str) -> str | None:
     """Why `model` cannot take the dataset's images, found by a forward pass on torch's meta device
     (no memory, no compute); None when it can, or when the shape is known only at run time."""
-    dataset = spec.dataset
-    if not model.startswith("torchvision."):
-        return None
-    if dataset.is_image_source:
-        if dataset.factory is not None and not (dataset.image_size and dataset.channels):
-            return None
-        shape = (dataset.channels or 3, dataset.image_size or 224, dataset.image_size or 224)
-    else:
-        shape = BUILTIN_SHAPES.get(dataset.name)
+    shape = _native_shape(spec) if model.startswith("torchvision.") else None
     if shape is None:
         return None
+    detail = _meta_forward(spec, model, shape, shape)
+    if detail:
+        return f"model {model!r} cannot take {shape[0]}x{shape[1]}x{shape[2]} images ({detail}); raise dataset.image_size"
+    return None
+
+
+def _meta_forward(spec: Spec, model: str, built_at: tuple[int, ...], shape: tuple[int, ...]) -> str | None:
+    """What `model`, built with the spec's settings for images of `built_at`, raises on a batch of
+    `shape` on torch's meta device (no memory, no compute), as one line; None when it takes it, or
+    when the meta device lacks an operation it uses (nothing learned)."""
     import torch
 
     from hpsearch.trainables.models import build_model
@@ -751,14 +740,15 @@ def _shape_problem(spec: Spec, model: str) -> str | None:
     config = spec.train.model_copy(update={"model": model, "pretrained": False})
     try:
         with torch.device("meta"):
-            built = build_model(config, input_shape=shape, num_classes=2)
+            built = build_model(config, input_shape=built_at, num_classes=2)
             built.eval()
-            built(torch.empty(2, *shape))
+            built(torch.empty(2, *built_at))
+            if shape != built_at:
+                built(torch.empty(2, *shape))
     except NotImplementedError:
-        return None  # an operation the meta device lacks: nothing learned
+        return None
     except Exception as error:  # noqa: BLE001  (whatever the architecture raises, it would raise in every trial)
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return f"model {model!r} cannot take {shape[0]}x{shape[1]}x{shape[2]} images ({detail}); raise dataset.image_size"
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
     return None
 
 
