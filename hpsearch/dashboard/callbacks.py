@@ -163,11 +163,16 @@ def replicated(source: RunSource, found) -> dict[str, Any] | None:
     view of one update share it)."""
     from hpsearch.platform import replicates
 
-    key = ("replicates", found.search.search_id)
+    return _once_per_look(source, ("replicates", found.search.search_id),
+                          lambda: replicates.summary(found.search, source.tracking_uri, found.trials))
+
+
+def _once_per_look(source: RunSource, key: tuple, read):
+    """`read()`, kept in the source's memo for one look at the store (max_age_s)."""
     cached = source.memo.get(key)
     if cached is not None and time.monotonic() - cached[0] < source.max_age_s:
         return cached[1]
-    result = replicates.summary(found.search, source.tracking_uri, found.trials)
+    result = read()
     source.memo[key] = (time.monotonic(), result)
     return result
 
@@ -382,13 +387,8 @@ def ablation_view(source: RunSource, search_id: str):
     from hpsearch.platform import ablation
 
     found = source.search(search_id, refresh=False)
-    key = ("ablation", found.search.search_id)
-    cached = source.memo.get(key)
-    if cached is not None and time.monotonic() - cached[0] < source.max_age_s:
-        result = cached[1]
-    else:
-        result = ablation.summary(found.search, source.tracking_uri)
-        source.memo[key] = (time.monotonic(), result)
+    result = _once_per_look(source, ("ablation", found.search.search_id),
+                            lambda: ablation.summary(found.search, source.tracking_uri))
     metric = found.search.metric
     if result is None:
         return (figures.ablation_figure(pd.DataFrame(), metric=metric, of=None),

@@ -276,7 +276,13 @@ def _optuna_search_missing() -> list[str]:
 def create_sqlite_schema(path, artifacts) -> None:
     """A SQLite tracking store at `path` with MLflow's whole schema, made by MLflow's own SQL store
     (`mlflow.store.tracking.sqlalchemy_store`, the class MLflow's server uses: no public API makes an
-    empty store). The canary is mlflow_missing."""
+    empty store). The canary is mlflow_missing. On an MLflow these internals were not verified with,
+    the public client makes it instead: its first request builds the schema (slower, same store)."""
+    if not mlflow_verified():
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(f"sqlite:///{path}").search_experiments()
+        return
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     store = SqlAlchemyStore(f"sqlite:///{path}", str(artifacts))

@@ -11,8 +11,6 @@ mean's sign: a technique whose interval holds zero is not shown to matter on thi
 """
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +19,7 @@ import pandas as pd
 
 from hpsearch.platform import query, tracking
 from hpsearch.platform.replicates import (FINISHED, Planned, ReplicateError, child_runs, finished_search, interval,
-                                         run_planned, training_seeds)
+                                         run_planned, trial_config, training_seeds)
 from hpsearch.platform.tracking import tags
 
 ROLE = "ablation"
@@ -85,7 +83,7 @@ def ablation_runs(found: query.Search, tracking_uri: str) -> pd.DataFrame:
     """One row per ablation run of `found`: of (the trial whose configuration it trains), technique
     (switched off; ALL_ON for none), seed, status, value (its best metric), run_id."""
     frame = child_runs(found, tracking_uri, ROLE)
-    columns = ["of", "technique", "seed", "status", "value", "run_id"]
+    columns = ["of", "technique", "seed", "status", "value", "run_id", "start_time"]
     needed = [f"tags.{tags.REPLICATE_OF}", f"tags.{tags.REPLICATE_SEED}", f"tags.{tags.ABLATION}"]
     if frame.empty or any(column not in frame for column in needed):
         return pd.DataFrame(columns=columns)
@@ -98,20 +96,19 @@ def ablation_runs(found: query.Search, tracking_uri: str) -> pd.DataFrame:
         "status": frame.get(f"tags.{tags.STATUS}", pd.Series("unknown", index=frame.index)),
         "value": pd.to_numeric(frame[metric]) if metric in frame else float("nan"),
         "run_id": frame["run_id"],
+        "start_time": frame["start_time"],
     }, columns=columns).sort_values(["of", "technique", "seed"], ignore_index=True)
 
 
 def effects(runs: pd.DataFrame, *, mode: str, of: str | None = None) -> pd.DataFrame:
     """Per technique, most valuable first: the mean paired effect of having it on (positive: it
     helped), its 95% interval, the seeds paired, how many of them agree with the mean's sign, and the
-    mean metric with everything on and with it off. `of`: the configuration (default: the latest
-    ablated, the one a table shows)."""
+    mean metric with everything on and with it off. `of`: the configuration (default: the one ablated
+    last)."""
     done = runs[runs["status"].isin(FINISHED) & runs["value"].notna()] if not runs.empty else runs
     if done.empty:
         return pd.DataFrame(columns=EFFECT_COLUMNS)
-    if of is None:
-        of = str(done.iloc[-1]["of"]) if done["of"].nunique() == 1 else str(done.sort_values("run_id").iloc[-1]["of"])
-    done = done[done["of"] == of]
+    done = done[done["of"] == (of if of is not None else latest_ablated(done))]
     full = {int(seed): float(value) for seed, value in zip(*(done.loc[done["technique"] == ALL_ON, c]
                                                               for c in ("seed", "value")))}
     sign = 1.0 if mode == "max" else -1.0
@@ -135,13 +132,20 @@ def effects(runs: pd.DataFrame, *, mode: str, of: str | None = None) -> pd.DataF
     return table.sort_values("effect", ascending=False, ignore_index=True)
 
 
+def latest_ablated(runs: pd.DataFrame) -> str:
+    """The configuration ablated last: that of the run started last (start_time, where the runs have it)."""
+    if "start_time" in runs and runs["start_time"].notna().any():
+        return str(runs.loc[runs["start_time"].idxmax(), "of"])
+    return str(runs.iloc[-1]["of"])
+
+
 def summary(found: query.Search, tracking_uri: str) -> dict[str, Any] | None:
     """The ablation of a search as `hpsearch ablate` prints it; None when it has none."""
     runs = ablation_runs(found, tracking_uri)
     if runs.empty:
         return None
     done = runs[runs["status"].isin(FINISHED)]
-    of = str(done.iloc[-1]["of"]) if not done.empty else str(runs.iloc[-1]["of"])
+    of = latest_ablated(done if not done.empty else runs)
     table = effects(runs, mode=found.mode, of=of)
     return {"of": of, "table": table, "runs": runs[runs["of"] == of], "metric": found.metric}
 
@@ -209,16 +213,6 @@ def plan(found: query.Search, trial: dict[str, Any], config: dict[str, Any], run
     return planned
 
 
-def _trial_config(found: query.Search, row: pd.Series, client) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = client.download_artifacts(row["run_id"], f"{tags.CHECKPOINT_ARTIFACT}/config.json", folder)
-        except Exception as error:  # noqa: BLE001  (a trial without its checkpoint cannot be repeated exactly)
-            raise ReplicateError(f"trial {row['trial']} of search {found.search_id!r} has no checkpoint "
-                                 f"configuration to train again ({str(error).splitlines()[0]})") from None
-        return json.loads(Path(path).read_text())
-
-
 def ablate_search(search: str, *, trial: str | None = None, seeds: int = 3, tracking_uri: str | None = None,
                   address: str | None = None, storage: str | Path | None = None,
                   num_cpus: int | None = None) -> dict[str, Any]:
@@ -238,7 +232,7 @@ def ablate_search(search: str, *, trial: str | None = None, seeds: int = 3, trac
     if row["status"] not in FINISHED:
         raise ReplicateError(f"--trial: trial {chosen} of search {found.search_id!r} is {row['status']}; "
                              f"ablate a trial that finished")
-    config = _trial_config(found, row, client)
+    config = trial_config(found, row, client, verb="train again")
     params = dict(client.get_run(row["run_id"]).data.params)
     todo = plan(found, row, config, ablation_runs(found, uri), seeds=seeds, params=params)
     if todo:

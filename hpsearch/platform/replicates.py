@@ -199,18 +199,23 @@ def plan(found: query.Search, trials: pd.DataFrame, runs: pd.DataFrame, *, top_k
                 if status in FINISHED}
     planned = []
     for _, row in top.iterrows():
-        with tempfile.TemporaryDirectory() as folder:
-            try:
-                path = client.download_artifacts(row["run_id"], f"{tags.CHECKPOINT_ARTIFACT}/config.json", folder)
-            except Exception as error:  # noqa: BLE001  (a trial without its checkpoint cannot be repeated exactly)
-                raise ReplicateError(f"trial {row['trial']} of search {found.search_id!r} has no checkpoint "
-                                     f"configuration to repeat ({str(error).splitlines()[0]})") from None
-            config = json.loads(Path(path).read_text())
+        config = trial_config(found, row, client)
         params = client.get_run(row["run_id"]).data.params
         for seed in training_seeds(int(config.get("seed", 0)), seeds):
             if (row["trial"], seed) not in done:
                 planned.append(Planned(str(row["trial"]), seed, config, dict(params)))
     return planned
+
+
+def trial_config(found: query.Search, row: pd.Series, client, *, verb: str = "repeat") -> dict[str, Any]:
+    """The TrainConfig a trial trained with, as its checkpoint recorded it (`config.json`)."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(row["run_id"], f"{tags.CHECKPOINT_ARTIFACT}/config.json", folder)
+        except Exception as error:  # noqa: BLE001  (a trial without its checkpoint cannot be repeated exactly)
+            raise ReplicateError(f"trial {row['trial']} of search {found.search_id!r} has no checkpoint "
+                                 f"configuration to {verb} ({str(error).splitlines()[0]})") from None
+        return json.loads(Path(path).read_text())
 
 
 def run_planned(planned: list[Planned], *, spec, shared: dict[str, Any], found: query.Search, tracking_uri: str,

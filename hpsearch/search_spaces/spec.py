@@ -690,7 +690,7 @@ def _image_size_problem(spec: Spec, model: str) -> str | None:
     trial makes when it starts, made now on torch's meta device for every pair of sizes."""
     import itertools
 
-    from hpsearch.trainables.recipe import image_shape
+    from hpsearch.trainables.recipe import image_shape, size_problem
 
     def sizes(field: str) -> list[int | None]:
         searched = [value for p in spec.space.walk() if p.name == field for value in p.values]
@@ -704,13 +704,8 @@ def _image_size_problem(spec: Spec, model: str) -> str | None:
     for train_size, eval_size in itertools.product(train_sizes, eval_sizes):
         trained_at, shape = image_shape(native, train_size), image_shape(native, eval_size)
         detail = _meta_forward(spec, model, trained_at, shape)
-        if detail and shape == trained_at:
-            return f"train_image_size: model {model!r} cannot take {shape[1]}x{shape[2]} images ({detail})"
         if detail:
-            return (f"eval_image_size: model {model!r} built for {trained_at[1]}x{trained_at[2]} images cannot take "
-                    f"{shape[1]}x{shape[2]} ones ({detail}); models that flatten the image into their classifier "
-                    f"(mlp, lenet5, cnn without global_pool) take one size: set train_image_size and "
-                    f"eval_image_size alike")
+            return size_problem(model, trained_at=trained_at, shape=shape, detail=detail)
     return None
 
 

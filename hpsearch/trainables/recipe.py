@@ -78,7 +78,7 @@ def build_ema(model: nn.Module, decay: float):
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def image_size_problem(model: nn.Module, *, field: str, shape: InputShape, trained_at: InputShape,
+def image_size_problem(model: nn.Module, *, shape: InputShape, trained_at: InputShape,
                        model_name: str) -> str | None:
     """Why `model`, built for images of `trained_at`, cannot take images of `shape`: one forward pass of
     a blank image in eval mode (nothing in the model changes); None when it can."""
@@ -90,13 +90,18 @@ def image_size_problem(model: nn.Module, *, field: str, shape: InputShape, train
         with torch.no_grad():
             model(torch.zeros(1, *shape, device=device))
     except (RuntimeError, ValueError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if tuple(shape) == tuple(trained_at):
-            return f"{field}: model {model_name!r} cannot take {shape[1]}x{shape[2]} images ({detail})"
-        return (f"{field}: model {model_name!r} built for {trained_at[1]}x{trained_at[2]} images cannot take "
-                f"{shape[1]}x{shape[2]} ones ({detail}); models that flatten the image into their classifier "
-                f"(mlp, lenet5, cnn without global_pool) take one size: set train_image_size and eval_image_size "
-                f"alike")
+        return size_problem(model_name, trained_at=trained_at, shape=shape,
+                            detail=str(error).splitlines()[0] if str(error) else type(error).__name__)
     finally:
         model.train(training)
     return None
+
+
+def size_problem(model_name: str, *, trained_at: InputShape, shape: InputShape, detail: str) -> str:
+    """Why a model built for images of `trained_at` fails on images of `shape`, naming the field that
+    set the size: one line, as a trial starting and `hpsearch validate` both say it."""
+    if tuple(shape) == tuple(trained_at):
+        return f"train_image_size: model {model_name!r} cannot take {shape[1]}x{shape[2]} images ({detail})"
+    return (f"eval_image_size: model {model_name!r} built for {trained_at[1]}x{trained_at[2]} images cannot take "
+            f"{shape[1]}x{shape[2]} ones ({detail}); models that flatten the image into their classifier "
+            f"(mlp, lenet5, cnn without global_pool) take one size: set train_image_size and eval_image_size alike")

@@ -93,11 +93,11 @@ class ModelSession:
     def _check_image_sizes(self) -> None:
         """A model that cannot take its images at the size train_image_size sets, or at the size it is
         evaluated at when that differs, is refused now, naming the field, rather than in its first epoch."""
-        checks = [("train_image_size", self.train_input_shape)] if self.config.train_image_size else []
+        checks = [self.train_input_shape] if self.config.train_image_size else []
         if self.eval_input_shape != self.train_input_shape:
-            checks.append(("eval_image_size", self.eval_input_shape))
-        for field, shape in checks:
-            problem = image_size_problem(self.model, field=field, shape=shape, trained_at=self.train_input_shape,
+            checks.append(self.eval_input_shape)
+        for shape in checks:
+            problem = image_size_problem(self.model, shape=shape, trained_at=self.train_input_shape,
                                          model_name=self.config.model)
             if problem:
                 raise ValueError(problem)
@@ -139,7 +139,8 @@ class ModelSession:
         return normalized.contiguous(memory_format=torch.channels_last) if self.precision.channels_last else normalized
 
     def _inputs(self, images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-        """A uint8 batch as the model takes it: normalized, resized to `shape`."""
+        """A uint8 batch as the model takes it: normalized, resized to `shape` (laid out again after a resize;
+        `contiguous` is free on a batch that has the layout already)."""
         batch = resize(self._normalize(images), shape)
         return batch.contiguous(memory_format=torch.channels_last) if self.precision.channels_last else batch
 

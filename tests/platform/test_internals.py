@@ -68,3 +68,19 @@ def test_bulk_histories_equal_the_public_ones(tmp_path, monkeypatch, verified):
     public = sorted((run_id, point.step, point.value) for run_id in run_ids
                     for point in client.get_metric_history(run_id, "val_accuracy"))
     assert points == public and len(points) == 12
+
+
+@pytest.mark.parametrize("verified", [True, False], ids=["mlflow-store", "public-client"])
+def test_an_empty_store_has_mlflows_whole_schema_either_way(tmp_path, monkeypatch, verified):
+    import sqlite3
+
+    if not verified:
+        monkeypatch.setattr(_internals, "VERIFIED_MLFLOW", ())
+    monkeypatch.chdir(tmp_path)
+    _internals.create_sqlite_schema(tmp_path / "store.db", tmp_path / "artifacts")
+    with sqlite3.connect(tmp_path / "store.db") as connection:
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert {"experiments", "runs", "metrics", "params", "tags", "latest_metrics"} <= tables and revision
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'store.db'}")
+    assert client.create_run(client.create_experiment("e")).info.run_id  # usable as it is
