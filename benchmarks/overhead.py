@@ -12,6 +12,10 @@ batch size and seeds: a grid over lr, and batchnorm for the second), 2 at a time
 The three ways:
   plain loop  the trainings one after another at one thread each, data loaded beforehand, in this
               process with no Ray running; the ideal is its time / 2 (2 cores, 2 trials at a time)
+and, as the floor any design with two processes meets on this machine, the plain pair: the same
+trainings in two plain processes side by side, every other one each, timed from when both have
+loaded their data (two processes at once run slower than one alone where they share caches and
+memory bandwidth: `floor_ratio`);
   hpsearch    `run_search` as `hpsearch run` runs it, tracking, checkpoints, the best trial's test
               evaluation and summary included, in a Ray session of its own; its time excludes only
               `ray.init` (Ray's first worker processes start after it returns, within the search)
@@ -28,6 +32,7 @@ Figures (the second workload's carry the prefix `short_`):
   startup_s        from this command's start to the first trial's first report (hpsearch, workload 1,
                    which runs first in this process)
   ray_init_s       the longest `ray.init` of hpsearch's sessions; peer_ray_init_s the peer's
+  floor_ratio      the plain pair's time / the ideal, on the 10 s trials: what `ratio` is held to at least
 
 Usage: python benchmarks/overhead.py [--mnist-root ../shared/data] [--epochs 25]
 Last line: key=value pairs.
@@ -81,8 +86,9 @@ def workloads(mnist_root: str, *, epochs: int = 25) -> dict[str, dict]:
     }
 
 
-def plain_loop(spec) -> float:
-    """The same trainings, one after another, one thread, data loaded once beforehand."""
+def plain_loop(spec, *, half: int | None = None, ready: Path | None = None) -> float:
+    """The same trainings, one after another, one thread, data loaded once beforehand; with `half` (0
+    or 1), every other one, timed once the process of the other half is `ready` too."""
     import torch
     import torch._dynamo  # noqa: F401  (torch.optim imports it on its first step: no trial's work)
 
@@ -94,10 +100,40 @@ def plain_loop(spec) -> float:
     torch.set_num_threads(1)
     data = load_dataset(**spec.dataset.model_dump())
     configs = [flatten_config(config) for _, config in generate_variants(to_ray(spec.space, "grid"))]
+    if half is not None:
+        configs = configs[half::2]
+        (ready / str(half)).touch()
+        while not all((ready / str(other)).exists() for other in (0, 1)):
+            time.sleep(0.01)
     started = time.perf_counter()
     for params in configs:
         train(TrainConfig.model_validate({**spec.train.model_dump(), **params}), lambda metrics: None, data=data)
     return time.perf_counter() - started
+
+
+def plain_pair(raw_spec: dict, work: Path) -> float:
+    """The plain loop's trainings in two processes side by side: the later one's time."""
+    work.mkdir(parents=True, exist_ok=True)
+    spec_file = work / "spec.json"
+    spec_file.write_text(json.dumps(raw_spec))
+    halves = [subprocess.Popen([sys.executable, __file__, "--half", str(half), "--spec", str(spec_file)],
+                               env=COMMAND_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for half in (0, 1)]
+    seconds = []
+    for process in halves:
+        out, err = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"a plain process failed (exit status {process.returncode}):\n{err[-3000:]}")
+        seconds.append(float(out.split()[-1]))
+    return max(seconds)
+
+
+def half_main(half: int, spec_file: Path) -> int:
+    """One process of the plain pair: its half's seconds, printed."""
+    from hpsearch.search_spaces.spec import validate_spec
+
+    print(plain_loop(validate_spec(json.loads(spec_file.read_text())), half=half, ready=spec_file.parent))
+    return 0
 
 
 def hpsearch_run(spec, storage: Path) -> float:
@@ -144,7 +180,11 @@ def main() -> int:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mnist-root", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--epochs", type=positive_int, default=25, help="epochs per LeNet-5 trial (fewer: a quick try)")
+    parser.add_argument("--half", type=int, choices=(0, 1), help=argparse.SUPPRESS)  # one of the plain pair's
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.half is not None:
+        return half_main(args.half, Path(args.spec))
     args.mnist_root = str(Path(args.mnist_root).expanduser().resolve())
     if not (Path(args.mnist_root) / "MNIST" / "raw").is_dir():
         print(f"MNIST raw files not found under {args.mnist_root}; pass --mnist-root", file=sys.stderr)
@@ -180,6 +220,8 @@ def main() -> int:
                             tracking_uri=f"sqlite:///{work / name / 'peer.db'}", num_cpus=CPUS)
             peer_init_seconds.append(peer["ray_init_s"])
             ideal = plain_loop(spec) / 2
+            floor = plain_pair({**raw, "tracking": {"uri": tracking_uri, "experiment": name}}, work / name / "pair")
+            results[prefix + "floor_ratio"] = floor / ideal
             results[prefix + "overhead_s"] = searched - ideal
             results[prefix + "peer_overhead_s"] = peer["seconds"] - ideal
             results[prefix + "peer_ratio"] = share(searched - ideal, peer["seconds"] - ideal)
@@ -187,14 +229,15 @@ def main() -> int:
             print(f"{spec.name}: ideal {ideal:.2f}s (plain loop / 2); hpsearch {searched:.2f}s, "
                   f"{searched - ideal:+.2f}s; "
                   f"peer {peer['seconds']:.2f}s, {peer['seconds'] - ideal:+.2f}s; hpsearch's overhead / the peer's "
-                  f"{results[prefix + 'peer_ratio']:.2f}; hpsearch / ideal {searched / ideal:.2f}", flush=True)
+                  f"{results[prefix + 'peer_ratio']:.2f}; hpsearch / ideal {searched / ideal:.2f}; "
+                  f"two plain processes / ideal {floor / ideal:.2f}", flush=True)
     verdicts = ", ".join(f"{name} {results[name]:.3f} <= {target} {'met' if results[name] <= target else 'NOT met'}"
                          for name, target in TARGETS.items())
     print(f"targets: {verdicts}")
     print(f"ray_init_s={max(init_seconds):.2f} peer_ray_init_s={max(peer_init_seconds):.2f} "
           f"startup_s={results['startup_s']:.2f} overhead_s={results['overhead_s']:.2f} "
           f"peer_overhead_s={results['peer_overhead_s']:.2f} peer_ratio={results['peer_ratio']:.3f} "
-          f"ratio={results['ratio']:.3f} short_overhead_s={results['short_overhead_s']:.2f} "
+          f"ratio={results['ratio']:.3f} floor_ratio={results['floor_ratio']:.3f} short_overhead_s={results['short_overhead_s']:.2f} "
           f"short_peer_overhead_s={results['short_peer_overhead_s']:.2f} "
           f"short_peer_ratio={results['short_peer_ratio']:.3f} short_ratio={results['short_ratio']:.3f}")
     return 0

@@ -247,7 +247,7 @@ def run_planned(planned: list[Planned], *, spec, shared: dict[str, Any], found: 
         run_config=RunConfig(
             name=f"{found.search_id}-{role}s-{stamp}", storage_path=str(storage_path), verbose=0,
             callbacks=[tracker, live_view], stop=tracking.TrackingGuard(tracker),
-            checkpoint_config=CheckpointConfig(num_to_keep=None),  # as the search keeps them: no forced snapshots
+            checkpoint_config=CheckpointConfig(num_to_keep=None, checkpoint_at_end=False),  # as the search keeps them
             failure_config=FailureConfig(max_failures=search.max_failures)))
     return _run_tuner(tuner)
 

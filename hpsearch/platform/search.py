@@ -278,9 +278,10 @@ def _build_tuner(spec: Spec, shared: dict[str, Any], *, search_id: str, storage_
             trial_dirname_creator=lambda trial: trial.trial_id),
         run_config=RunConfig(
             name=search_id, storage_path=str(storage_path), callbacks=callbacks, verbose=0, stop=stop,
-            # Trials checkpoint only when they improve, so the latest checkpoint is the best one.
+            # Trials checkpoint only when they improve, so the latest checkpoint is the best one: no
+            # checkpoint at the end (Tune's default for class trainables would save the last epoch).
             # Keeping them all means no forced experiment snapshot per checkpoint.
-            checkpoint_config=CheckpointConfig(num_to_keep=None),
+            checkpoint_config=CheckpointConfig(num_to_keep=None, checkpoint_at_end=False),
             failure_config=FailureConfig(max_failures=search.max_failures)),
     )
 

@@ -1,10 +1,14 @@
-"""The Ray adapter: a Tune Trainable that runs one epoch of hpsearch's training loop per step.
+"""The Ray adapter: a Tune Trainable that hands Tune one epoch of hpsearch's training loop per step.
 
-Actors are reused between trials (`reset_config`), and the dataset is loaded once per worker
-process (`load_dataset` is cached), so a short trial costs little more than its epochs.
+The epochs run on a thread of their own, one ahead of Tune (`ahead.EpochsAhead`), so a trial does
+not wait for the driver between them. Actors are reused between trials (`reset_config`), and the
+dataset is loaded once per worker process (`load_dataset` is cached), so a short trial costs little
+more than its epochs.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,6 +18,7 @@ from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
 import ray
 from ray import tune
 
+from hpsearch.platform.ahead import Epoch, EpochsAhead
 from hpsearch.search_spaces.objectives import Constraint
 from hpsearch.search_spaces.space import flatten_config
 from hpsearch.trainables import TrainConfig, TrainingSession, is_diverged, load_dataset
@@ -35,6 +40,7 @@ class SearchTrial(tune.Trainable):
         use_hub_dir(shared.get("hub_dir"))
         torch.set_num_threads(training_threads(shared))
         self._session: TrainingSession | None = None
+        self._ahead: EpochsAhead | None = None
         self._start(config)
 
     def _start(self, config: dict[str, Any]) -> None:
@@ -44,12 +50,15 @@ class SearchTrial(tune.Trainable):
         else:
             self._train_config = TrainConfig.from_settings(self._shared["train"], flatten_config(config))
         data = load_dataset(**self._shared["dataset"])
+        self._stop_epochs()
         if self._session is not None:
             self._session.close()
+        self._keep_checkpoint(None)
         self._session = TrainingSession(self._train_config, data=data, device=_device())
         self._best_value: float | None = None
         self._best_epoch = 0
         self._cost_values: dict[str, float] | None = None  # measured before the first epoch
+        self._checkpoint: Path | None = None  # the folder of the last checkpointed epoch Tune took
         self._constraints = [Constraint.parse(text) for text in self._shared.get("constraints", ())]
 
     def _broken(self, values: Mapping[str, float], *, before_training: bool) -> str:
@@ -76,21 +85,47 @@ class SearchTrial(tune.Trainable):
                               autocast=lambda: session.precision.autocast(session.device))
 
     def cleanup(self) -> None:
+        self._stop_epochs()
         if self._session is not None:
             self._session.close()
+        self._keep_checkpoint(None)
+
+    def _stop_epochs(self) -> None:
+        """End the epochs' thread, interrupting an epoch Tune will not take (a stopped trial's)."""
+        if self._ahead is not None:
+            untaken = self._ahead.stop()
+            if untaken is not None and untaken.checkpoint is not None:
+                shutil.rmtree(untaken.checkpoint, ignore_errors=True)
+            self._ahead = None
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         self._start(new_config)
         return True
 
     def step(self) -> dict[str, Any]:
+        if self._ahead is None:  # started here, not in setup: a restored trial loads its checkpoint first
+            self._ahead = EpochsAhead(self._epoch, interrupt=self._session.interrupt, threads=torch.get_num_threads())
+        epoch = self._ahead.next()
+        if epoch.checkpoint is not None:
+            self._keep_checkpoint(epoch.checkpoint)
+        return epoch.result
+
+    def _keep_checkpoint(self, folder: Path | None) -> None:
+        """Keep `folder` as the checkpoint Tune may save next; the one kept before is not needed."""
+        previous = getattr(self, "_checkpoint", None)
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+        self._checkpoint = folder
+
+    def _epoch(self) -> Epoch:
+        """The next epoch's result, on the epochs' thread, with its checkpoint's files when it is the best yet."""
         # A trial's costs, once, before its first epoch: on its own device and threads, not yet trained.
         # They go with every result (a searcher reads a trial's last), the tracker logs them once.
         if self._cost_values is None:
             self._cost_values = self._costs()
             broken = self._broken(self._cost_values, before_training=True)
             if broken:  # infeasible before it trains: the search's budget goes to feasible trials
-                return self._infeasible(broken)
+                return Epoch(self._infeasible(broken))
         costs = self._cost_values
         metrics = self._session.run_epoch()
         metric, mode = self._shared["metric"], self._shared["mode"]
@@ -104,7 +139,7 @@ class SearchTrial(tune.Trainable):
         best = self._best_value if self._best_value is not None else value if pruned else float("nan")
         diverged = is_diverged(metrics)
         broken = self._broken({**costs, **metrics}, before_training=False)  # peak_memory_mb, as training goes
-        return {
+        result = {
             **costs,
             **metrics,
             **({"infeasible": True, "broken": broken} if broken else {}),
@@ -117,14 +152,27 @@ class SearchTrial(tune.Trainable):
             "done": self._session.finished or diverged or bool(broken),
             "node_id": self._node_id,
         }
+        # Written now, to a folder of its own (on disk: held in memory it would count in peak_memory_mb):
+        # by the time Tune asks for it, the next epoch is changing the weights.
+        return Epoch(result, self._write_checkpoint(Path(tempfile.mkdtemp(prefix="hpsearch-epoch-"))) if improved
+                     else None)
 
-    def save_checkpoint(self, checkpoint_dir: str) -> None:
-        directory = Path(checkpoint_dir)
+    def _write_checkpoint(self, directory: Path) -> Path:
         state = {**self._session.state_dict(), "best_value": self._best_value, "best_epoch": self._best_epoch,
                  "costs": self._cost_values}
         torch.save(state, directory / STATE_FILE)
         torch.save(self._session.eval_model.state_dict(), directory / MODEL_FILE)  # EMA weights, pruned
         (directory / CONFIG_FILE).write_text(self._train_config.model_dump_json(indent=2))
+        return directory
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        # Tune saves after a result that asks for it (should_checkpoint; checkpoint_at_end is off): the
+        # files of the best epoch, written when it ended, moved into Tune's folder.
+        if self._checkpoint is None:
+            raise RuntimeError("Tune asked for a checkpoint, and no epoch was checkpointed since the last it saved")
+        for path in self._checkpoint.iterdir():
+            shutil.move(path, Path(checkpoint_dir) / path.name)
+        self._keep_checkpoint(None)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         state = torch.load(Path(checkpoint_dir) / STATE_FILE, map_location=self._session.device, weights_only=False)

@@ -76,10 +76,31 @@ def latency_ms(model: torch.nn.Module, input_shape: tuple[int, ...], *, batch: i
 def measured_costs(model: torch.nn.Module, input_shape: tuple[int, ...], *, prune_amount: float = 0.0,
                    autocast: Callable[[], Any] | None = None) -> dict[str, float]:
     """Every cost but peak_memory_mb, which training reports as it goes (PeakMemory); `input_shape` is
-    the one the model is evaluated at, and `prune_amount` the share of prunable weights it will prune."""
-    return {**static_costs(model, input_shape, prune_amount=prune_amount),
+    the one the model is evaluated at, and `prune_amount` the share of prunable weights it will prune.
+
+    Measured once per architecture in a process (`architecture`): the trials of a search that share
+    one, such as a grid over the learning rate, report the same costs, not each its own timing noise.
+    """
+    key = (architecture(model), tuple(input_shape), prune_amount, torch.get_num_threads(), autocast is not None)
+    costs = _MEASURED.get(key)
+    if costs is None:
+        costs = _MEASURED[key] = {
+            **static_costs(model, input_shape, prune_amount=prune_amount),
             "latency_ms": latency_ms(model, input_shape, autocast=autocast),
             "latency_batch_ms": latency_ms(model, input_shape, batch=LATENCY_BATCH, autocast=autocast)}
+    return dict(costs)
+
+
+_MEASURED: dict[tuple, dict[str, float]] = {}
+
+
+def architecture(model: torch.nn.Module) -> tuple:
+    """What a model's costs follow from: its class, its modules and their settings as they print, and
+    the name, shape, dtype and device of each parameter and buffer; not the values of its weights."""
+    kind = type(model)
+    return (f"{kind.__module__}.{kind.__qualname__}", repr(model),
+            tuple((name, tuple(tensor.shape), str(tensor.dtype), str(tensor.device), tensor.requires_grad)
+                  for name, tensor in (*model.named_parameters(), *model.named_buffers())))
 
 
 class PeakMemory:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -23,6 +24,10 @@ _MEMORY_SAMPLE_EVERY = 32  # training steps between samples of the resident memo
 EVAL_BATCH_SIZE = 2048  # examples per forward pass when evaluating; no gradients are kept
 STREAMED_EVAL_BATCH_SIZE = 256  # the same for images decoded from disk, which are larger
 Metrics = dict[str, float]
+
+
+class Interrupted(Exception):
+    """Raised within an epoch or an evaluation, at its next batch, once its session was interrupted."""
 
 
 class ModelSession:
@@ -53,15 +58,25 @@ class ModelSession:
         self._check_image_sizes()
         self._loaders: dict[int, Any] = {}  # streamed splits' loaders, their processes kept between epochs
         self.skipped = 0  # unreadable images the loaders dropped this epoch (dataset.skip_corrupt)
+        self._interrupted = threading.Event()
+
+    def interrupt(self) -> None:
+        """Stop the epoch or evaluation under way, from another thread: it raises `Interrupted` at its
+        next batch, as will any later one. The session is then done with."""
+        self._interrupted.set()
 
     def batches(self, split: AnySplit, batch_size: int, order: torch.Tensor | None = None):
         """(uint8 images, labels) on the device, `batch_size` at a time, in `order` (None: as stored)."""
         if isinstance(split, Split):
-            for batch in (order.split(batch_size) if order is not None else
-                          (slice(start, start + batch_size) for start in range(0, len(split), batch_size))):
-                yield split.images[batch], split.labels[batch]
-            return
-        yield from self._streamed(split, batch_size, order)
+            batches = ((split.images[batch], split.labels[batch]) for batch in (
+                order.split(batch_size) if order is not None else
+                (slice(start, start + batch_size) for start in range(0, len(split), batch_size))))
+        else:
+            batches = self._streamed(split, batch_size, order)
+        for batch in batches:
+            if self._interrupted.is_set():
+                raise Interrupted
+            yield batch
 
     def _streamed(self, split: StreamedSplit, batch_size: int, order: torch.Tensor | None):
         from hpsearch.trainables.images import batches_of, loader

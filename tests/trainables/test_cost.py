@@ -41,3 +41,20 @@ def test_every_epoch_reports_the_peak_memory_of_training() -> None:
     assert 0 < first["peak_memory_mb"] <= second["peak_memory_mb"]  # a running peak
     costs = measured_costs(session.model, tuple(session.data.input_shape))
     assert set(costs) == set(COSTS) - {"peak_memory_mb"} and all(value > 0 for value in costs.values())
+
+
+def test_costs_are_measured_once_per_architecture() -> None:
+    def mlp(hidden: int, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden, 10))
+
+    first = measured_costs(mlp(48, seed=0), (1, 8, 8))
+    # Other weights, same architecture: the same figures, timing included (a second timing would differ).
+    assert measured_costs(mlp(48, seed=1), (1, 8, 8)) == first
+    wider = measured_costs(mlp(96, seed=0), (1, 8, 8))
+    assert wider["params"] > first["params"] and wider != first
+    # A setting that only shows in how the model prints is another architecture too.
+    other_dropout = mlp(48, seed=0)
+    other_dropout[3].p = 0.5
+    assert measured_costs(other_dropout, (1, 8, 8))["latency_ms"] != first["latency_ms"]
+    assert measured_costs(mlp(48, seed=0), (1, 8, 8), prune_amount=0.5)["params"] < first["params"]
