@@ -16,7 +16,11 @@ Ray: two patches, both about how fast trials start on few cores.
    those variables are exported before Ray starts (`local_init_options`), and Tune's actor class
    cache (`class_cache._ActorClassCache.get`) registers the trainable without a runtime_env when
    every variable Tune would send is in what the session's processes inherited. On a cluster, whose
-   other nodes never see the driver's environment, Tune's registration stands.
+   other nodes never see the driver's environment, Tune's registration stands. The raylet kills
+   workers idle for over a second (`idle_worker_killing_time_threshold_ms`) when it counts more than
+   it wants; now and then it did so to both warm processes as the first trials asked for theirs, and
+   started two cold ones instead (5-9 s later to train, seen in raylet.out as "idle for a long time").
+   A local session keeps idle workers a minute (`IDLE_WORKER_KEEP_MS`), past the search's start.
 
 2. Actor reuse with short trials. With `reuse_actors`, Tune hands a finished trial's actor to the
    next trial and kills the actor that trial already had starting. A new trial process takes seconds
@@ -100,11 +104,16 @@ def ray_missing() -> list[str]:
     return problems + _optuna_search_missing()
 
 
+IDLE_WORKER_KEEP_MS = 60_000  # Ray's default kills a worker idle for 1 s when it has more than it wants
+
+
 def preload_options(modules: tuple[str, ...]) -> dict:
-    """ray.init's private option that has the first worker processes import `modules`."""
+    """ray.init's private options that have the first worker processes import `modules`, and keep
+    them while the search starts."""
     if not ray_verified():
         return {}
-    return {"_system_config": {"preload_python_modules": list(modules)}}
+    return {"_system_config": {"preload_python_modules": list(modules),
+                               "idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEEP_MS}}
 
 
 def tune_env_vars() -> dict[str, str]:

@@ -31,7 +31,9 @@ def test_the_patches_apply_once_on_a_verified_ray():
     assert getattr(patched, "_hpsearch", False)
     _internals.register_trainables_without_runtime_env(lambda: False)
     assert getattr(class_cache._ActorClassCache.get, "_hpsearch", False)
-    assert "preload_python_modules" in _internals.preload_options(("json",))["_system_config"]
+    system_config = _internals.preload_options(("json",))["_system_config"]
+    assert system_config["preload_python_modules"] == ["json"]
+    assert system_config["idle_worker_killing_time_threshold_ms"] == _internals.IDLE_WORKER_KEEP_MS
 
 
 def test_an_unverified_ray_runs_tune_as_it_is(monkeypatch):
