@@ -19,7 +19,8 @@ Ray: two patches, both about how fast trials start on few cores.
    other nodes never see the driver's environment, Tune's registration stands. The raylet kills
    workers idle for over a second (`idle_worker_killing_time_threshold_ms`) when it counts more than
    it wants; now and then it did so to both warm processes as the first trials asked for theirs, and
-   started two cold ones instead (5-9 s later to train, seen in raylet.out as "idle for a long time").
+   started two cold ones instead (5-9 s later to train; their logs say "Worker exited because it was
+   idle for a long time").
    A local session keeps idle workers a minute (`IDLE_WORKER_KEEP_MS`), past the search's start.
 
 2. Actor reuse with short trials. With `reuse_actors`, Tune hands a finished trial's actor to the
