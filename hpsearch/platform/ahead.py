@@ -7,7 +7,7 @@ result is handed over, so the round trip overlaps it. The thread never runs more
 ahead of what the driver has taken. A trial Tune stops (ASHA, a time budget) has that epoch
 interrupted at its next batch once its actor is stopped or handed its next trial (`reset_config`),
 which with reused actors follows at once while trials wait to start. What Tune may save of an
-epoch (`Epoch.checkpoint`) is serialized as the epoch ends, before the next one changes the weights.
+epoch (`Epoch.checkpoint`) is written as the epoch ends, before the next one changes the weights.
 """
 from __future__ import annotations
 

@@ -41,6 +41,7 @@ class SearchTrial(tune.Trainable):
         torch.set_num_threads(training_threads(shared))
         self._session: TrainingSession | None = None
         self._ahead: EpochsAhead | None = None
+        self._checkpoint: Path | None = None  # the folder of the last checkpointed epoch Tune took
         self._start(config)
 
     def _start(self, config: dict[str, Any]) -> None:
@@ -58,7 +59,6 @@ class SearchTrial(tune.Trainable):
         self._best_value: float | None = None
         self._best_epoch = 0
         self._cost_values: dict[str, float] | None = None  # measured before the first epoch
-        self._checkpoint: Path | None = None  # the folder of the last checkpointed epoch Tune took
         self._constraints = [Constraint.parse(text) for text in self._shared.get("constraints", ())]
 
     def _broken(self, values: Mapping[str, float], *, before_training: bool) -> str:
@@ -112,9 +112,8 @@ class SearchTrial(tune.Trainable):
 
     def _keep_checkpoint(self, folder: Path | None) -> None:
         """Keep `folder` as the checkpoint Tune may save next; the one kept before is not needed."""
-        previous = getattr(self, "_checkpoint", None)
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
+        if self._checkpoint is not None:
+            shutil.rmtree(self._checkpoint, ignore_errors=True)
         self._checkpoint = folder
 
     def _epoch(self) -> Epoch:
