@@ -212,8 +212,23 @@ def _validate(args) -> int:
         before = [c for c in search.constraint_list if c.before_training]
         print(f"# constraints: {'; '.join(search.constraints)}"
               + (f" ({len(before)} checked before a trial's first epoch)" if before else ""))
+    startup = _optuna_startup_note(spec)
+    if startup:
+        print(f"# note: {startup}")
     print(f"# ok: {describe_trials(spec)}, {spec.search.algorithm} search, tracking in {resolve_uri(spec.tracking.uri)}")
     return 0
+
+
+def _optuna_startup_note(spec) -> str | None:
+    """Where an Optuna search is mostly the random trials its TPE starts with, what that means."""
+    from hpsearch.search_spaces.space import OPTUNA_STARTUP_TRIALS
+
+    samples = spec.search.num_samples
+    if spec.search.algorithm != "optuna" or samples is None or samples >= 2 * OPTUNA_STARTUP_TRIALS:
+        return None
+    share = f"all {samples}" if samples <= OPTUNA_STARTUP_TRIALS else f"{OPTUNA_STARTUP_TRIALS} of these {samples}"
+    return (f"Optuna's TPE draws its first {OPTUNA_STARTUP_TRIALS} trials at random, so {share} are random search; "
+            f"with search.num_samples {2 * OPTUNA_STARTUP_TRIALS} or more TPE chooses most of them")
 
 
 def _list(args) -> int:

@@ -13,7 +13,8 @@ from typing import Any
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
 from ray.tune.search.optuna import OptunaSearch
 
-from hpsearch.search_spaces.space import BRANCH_KEY, OPTUNA_CONFIG_KEY, Param, SearchSpace, range_values
+from hpsearch.search_spaces.space import (BRANCH_KEY, OPTUNA_CONFIG_KEY, OPTUNA_STARTUP_TRIALS, Param, SearchSpace,
+                                          range_values)
 
 # --------------------------------------------------------------------------- Ray Tune
 
@@ -59,7 +60,7 @@ def make_optuna_searcher(space: SearchSpace, *, metric: str, mode: str, seed: in
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=OPTUNA_STARTUP_TRIALS)
     if not objectives and not constraints:
         return BranchAwareOptunaSearch(space=DefineByRun(space), metric=metric, mode=mode, sampler=sampler)
     metrics = [name for name, _ in objectives] if objectives else metric

@@ -18,6 +18,7 @@ KINDS = ("constant", "choice", "grid", "uniform", "loguniform", "int")
 ALGORITHMS = ("grid", "random", "optuna")
 BRANCH_KEY = "__branch__"  # marks the dict of a conditional branch in a Ray config
 OPTUNA_CONFIG_KEY = "__config__"
+OPTUNA_STARTUP_TRIALS = 10  # Optuna's TPE draws this many trials at random before it models the results
 MAX_GRID_VALUES = 10_000  # a range enumerated for a grid search may not expand beyond this
 MAX_INT_BOUND = 2**53  # int ranges stay where a float (Optuna's, numpy's) still counts every integer
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -40,6 +40,21 @@ def test_validate_applies_set_and_tracking_uri(tmp_path):
     assert "# ok: 3 trials, optuna search" in result.stdout
 
 
+@pytest.mark.parametrize("algorithm, samples, note", [
+    ("optuna", 3, "so all 3 are random search"),
+    ("optuna", 12, "so 10 of these 12 are random search"),
+    ("optuna", 20, None),
+    ("random", 3, None),
+])
+def test_validate_says_when_an_optuna_search_is_mostly_random(tmp_path, capsys, monkeypatch, algorithm, samples, note):
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "digits-quick", "--set", f"search.num_samples={samples}",
+                 "--set", f"search.algorithm={algorithm}"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("# note: Optuna's TPE")]
+    assert notes == ([f"# note: Optuna's TPE draws its first 10 trials at random, {note}; with search.num_samples 20 "
+                      f"or more TPE chooses most of them"] if note else [])
+
+
 def test_mlflow_tracking_uri_is_honoured(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
