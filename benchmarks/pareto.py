@@ -4,17 +4,19 @@ On the real MNIST mini split (../shared/data: 6,400 training and 1,600 validatio
 searches get the same space, the same objectives, the same constraint, the same trial budget and
 the same epochs per trial (no scheduler: every feasible trial trains every epoch):
 
-  objectives:  val_accuracy (max) against macs (min); macs is counted from the model, so it is the
-               same on every run, unlike a measured latency
-  constraint:  params <= 60000, checked before the first epoch: a trial that breaks it ends at once,
-               `infeasible`, without training (about 40% of uniform samples of this space do)
-  space:       model: mlp (hidden_sizes [16], [32], [64] or [128]) or cnn (channels 4..48 step 4,
-               depth 1..3, batch norm, flattened into the classifier); lr: loguniform 0.0001..0.1;
-               optimizer: adam, or sgd with momentum uniform 0..0.95; batch_size 32, 64, 128 or 256;
-               weight_decay: loguniform 1e-6..1e-2; dropout: uniform 0..0.5. CNNs that learn within 2
-               epochs (batch norm, no global pooling) beat the MLPs, at a cost that grows with their
-               width and depth: a real trade-off, and the settings a user searches with it, among
-               which a searcher must learn to avoid the ends of the lr range and slow combinations
+  space:       the built-in spec mnist-pareto's: model: mlp (hidden_sizes [16], [32], [64] or [128])
+               or cnn (channels 4..48 step 4, depth 1..3, batch norm, flattened into the classifier);
+               lr: loguniform 0.0001..0.1; optimizer: adam, or sgd with momentum uniform 0..0.95;
+               batch_size 32, 64, 128 or 256; weight_decay: loguniform 1e-6..1e-2; dropout: uniform
+               0..0.5. CNNs that learn within 2 epochs (batch norm, no global pooling) beat the MLPs, at
+               a cost that grows with their width and depth: a real trade-off, and the settings a user
+               searches with it, among which a searcher must learn to avoid the ends of the lr range
+               and slow combinations
+  constraint:  the spec's params <= 60000, checked before the first epoch: a trial that breaks it ends
+               at once, `infeasible`, without training (about 40% of uniform samples of this space do)
+  objectives:  val_accuracy (max) against macs (min), where the spec has latency_batch_ms: macs is
+               counted from the model, so it is the same on every run, and the hypervolumes compare
+               the searchers, not the timing noise of one machine
 
 For each seed s in 0..N-1, a random search and an Optuna search (multi-objective TPE told each
 trial's violation through Optuna's constraint API), both with search.seed = s, run in this process
@@ -80,23 +82,9 @@ ALGORITHMS = ("random", "optuna")
 CPUS = 2  # the local Ray session: MAX_CONCURRENT trials of 1 CPU each
 MAX_CONCURRENT = 2
 
+BUILTIN = "mnist-pareto"  # the space and constraint searched
 OBJECTIVES = [{"metric": "val_accuracy", "mode": "max"}, {"metric": "macs", "mode": "min"}]
 MODES = ["max", "min"]
-CONSTRAINTS = ["params <= 60000"]
-# On 1x28x28 images: mlp [16] 13k params .. [128] 102k; cnn (flattened head) 1.5k to over 200k params and
-# 30k to 16M MACs. Infeasible: mlp [128], and the wide cnns; about 40% of uniform samples.
-SPACE = {
-    "model": {"choice": {
-        "mlp": {"hidden_sizes": {"choice": [[16], [32], [64], [128]]}},
-        "cnn": {"channels": {"int": [4, 48], "step": 4}, "depth": {"int": [1, 3]}},
-    }},
-    "lr": {"loguniform": [0.0001, 0.1]},
-    "optimizer": {"choice": {"adam": {}, "sgd": {"momentum": {"uniform": [0.0, 0.95]}}}},
-    "batch_size": {"choice": [32, 64, 128, 256]},
-    "weight_decay": {"loguniform": [1e-6, 1e-2]},
-    "dropout": {"uniform": [0.0, 0.5]},
-}
-TRAIN = {"seed": 0, "batchnorm": True, "global_pool": False}
 
 
 @dataclass(frozen=True)
@@ -124,19 +112,18 @@ class SearchResult:
 # ------------------------------------------------------------------------------------------------ searches
 
 def build_spec(*, algorithm: str, seed: int, args: argparse.Namespace, tracking_uri: str):
-    from hpsearch.search_spaces.spec import validate_spec
+    """The built-in spec on the MNIST mini split, with macs for its cost, `algorithm` and `seed`."""
+    from hpsearch.search_spaces.spec import read_raw_spec, validate_spec
 
-    return validate_spec({
-        "name": f"pareto-{algorithm}-seed{seed}",
-        "dataset": {"name": "mnist", "root": args.mnist_root, "val_fraction": 0.2, "seed": 0},
-        "search": {"algorithm": algorithm, "metric": "val_accuracy", "mode": "max", "seed": seed,
-                   "num_samples": args.trials, "max_concurrent": MAX_CONCURRENT, "objectives": OBJECTIVES,
-                   "constraints": CONSTRAINTS, "scheduler": {"name": "none"}},
-        "resources": {"cpus": 1},
-        "train": {**TRAIN, "epochs": args.epochs},
-        "tracking": {"uri": tracking_uri, "experiment": "pareto"},
-        "space": SPACE,
-    })
+    raw = read_raw_spec(BUILTIN)
+    raw["name"] = f"pareto-{algorithm}-seed{seed}"
+    raw["dataset"] = {"name": "mnist", "root": args.mnist_root, "val_fraction": 0.2, "seed": 0}
+    raw["search"].update(algorithm=algorithm, seed=seed, num_samples=args.trials, max_concurrent=MAX_CONCURRENT,
+                         objectives=OBJECTIVES, scheduler={"name": "none"})
+    raw["train"]["epochs"] = args.epochs
+    raw["resources"] = {"cpus": 1}
+    raw["tracking"] = {"uri": tracking_uri, "experiment": "pareto"}
+    return validate_spec(raw)
 
 
 def run_one(*, algorithm: str, seed: int, args: argparse.Namespace, work: Path) -> SearchResult:

@@ -36,6 +36,9 @@ MNIST_RUNS = {
                       "train.lr=0.003",
                       "space.ema_decay=0.9", "space.prune_amount=0.5", "space.augment=trivialaugment",
                       "space.mixup_alpha=0.2", "space.cutmix_alpha=1.0", "space.random_erasing=0.25"], {"cnn"}),
+    "mnist-pareto": (["space.model.choice.mlp.hidden_sizes=[32]", "space.model.choice.cnn.channels=8",
+                      "space.optimizer=adam", "space.lr=0.003", "space.weight_decay=0", "space.dropout=0"],
+                     {"mlp", "cnn"}),
     "mnist-arch": (["space.lr=0.003", "space.model.choice.resnet.channels=8", "space.model.choice.resnet.depth=1"],
                    {"mlp", "lenet5", "cnn", "resnet"}),
 }
@@ -53,6 +56,9 @@ def test_mnist_specs_run_on_the_real_mnist_files(ray_session, tracking_uri, tmp_
     assert outcome.best["value"] > 0.8  # one epoch on 7,200 real MNIST digits
     runs = query.trials(outcome.parent_run_id, tracking_uri)
     assert len(runs) == 2 and set(runs.get("params.model", [spec.train.model] * 2)) <= models
+    if name == "mnist-pareto":  # both under the constraint, trained; the front is read back with its costs
+        front = query.pareto(outcome.search_id, tracking_uri)
+        assert len(front) >= 1 and set(front["run_id"]) <= set(runs["run_id"]) and (front["latency_batch_ms"] > 0).all()
     if name == "mnist-recipe":  # every knob on: the models are pruned to the asked sparsity when saved
         from mlflow.tracking import MlflowClient
 
