@@ -272,6 +272,11 @@ def main() -> int:
         print(f"MNIST raw files not found under {args.mnist_root} (expected {args.mnist_root}/MNIST/raw); "
               f"pass --mnist-root", file=sys.stderr)
         return 2
+    if args.points:
+        args.points = args.points.expanduser().resolve()
+        if not args.points.parent.is_dir():
+            print(f"--points: {args.points}: its folder {args.points.parent} does not exist", file=sys.stderr)
+            return 2
 
     started = time.perf_counter()
     results: list[SearchResult] = []
