@@ -5,7 +5,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
 from ray import tune
@@ -20,15 +20,18 @@ class LiveView(tune.Callback):
     """
 
     def __init__(self, *, metric: str, mode: str, planned: int, epochs: int,
-                 backlog: Callable[[], tuple[int, float, str] | None] | None = None) -> None:
+                 backlog: Callable[[], tuple[int, float, str] | None] | None = None,
+                 objectives: Sequence[tuple[str, str]] = ()) -> None:
         self.metric, self.mode, self.planned, self.epochs = metric, mode, planned, epochs
         self.backlog = backlog  # the tracking writer's: (writes waiting, seconds behind, error) while behind
+        self.objectives = list(objectives)  # several: the status line counts the trials on the Pareto front
         self._reset()
 
     def _reset(self) -> None:
         self.started = time.monotonic()
         self.last_line = self.started
         self.best: tuple[float, str] | None = None
+        self.front = ParetoFront([mode for _, mode in self.objectives])
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # restored with the experiment
         self.__dict__.update(state)
@@ -78,12 +81,24 @@ class LiveView(tune.Callback):
                   if statuses.count(name)]
         if self.best:
             parts.append(f"best {self.metric} {self.best[0]:.4f} ({self.best[1]})")
+        if self.objectives:
+            for trial, status in zip(trials, statuses):
+                if status in ("completed", "stopped_early"):
+                    self.front.add(trial.trial_id, self._objective_values(trial.last_result or {}))
+            parts.append(f"front {len(self.front)} trial{'' if len(self.front) == 1 else 's'}")
         behind = self.backlog() if self.backlog is not None else None
         if behind:
             parts.append(f"tracking {behind[1]:.0f}s behind, {behind[0]} writes waiting (store out of reach: "
                          f"{behind[2][:80]})")
         line = " · ".join(parts)
         return f"[{time.monotonic() - self.started:6.1f}s] {line}" if prefix else line
+
+    def _objective_values(self, result: dict[str, Any]) -> list[float] | None:
+        """A trial's objectives as the front reads them (query.pareto): its best first objective, its costs."""
+        values = [result.get(f"best_{name}" if index == 0 else name) for index, (name, _) in enumerate(self.objectives)]
+        if not all(isinstance(value, (int, float)) and math.isfinite(value) for value in values):
+            return None
+        return [float(value) for value in values]
 
     def _better(self, value: float) -> bool:
         if self.best is None:
@@ -93,6 +108,36 @@ class LiveView(tune.Callback):
     def _print(self, line: str) -> None:
         self.last_line = time.monotonic()
         print(line, file=sys.stdout, flush=True)
+
+
+class ParetoFront:
+    """The points no other beats on every objective, kept as trials end: each trial is added once and
+    compared with the front alone, so a status line costs the front's size, not the search's squared."""
+
+    def __init__(self, modes: Sequence[str]) -> None:
+        self._signs = [1.0 if mode == "max" else -1.0 for mode in modes]
+        self._seen: set[str] = set()
+        self._points: list[list[float]] = []  # signed: larger is better in every objective
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    def add(self, key: str, values: Sequence[float] | None) -> None:
+        """Add `key`'s objective values (once; None: not measured, never on the front)."""
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        if values is None:
+            return
+        point = [sign * value for sign, value in zip(self._signs, values)]
+        if any(_dominates(other, point) for other in self._points):
+            return
+        self._points = [other for other in self._points if not _dominates(point, other)] + [point]
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """At least as good in every objective and better in one (both signed, larger is better)."""
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 
 
 def trial_status(trial, epochs: int, *, ended: bool = False) -> str:

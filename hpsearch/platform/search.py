@@ -264,7 +264,7 @@ def _build_tuner(spec: Spec, shared: dict[str, Any], *, search_id: str, storage_
     # Under a time budget the live view shows the most the search may run ("?": as many as fit).
     shown_planned = planned if planned is not None else "?"  # "?": as many as fit in the time budget
     live_view = LiveView(metric=search.metric, mode=search.mode, planned=shown_planned, epochs=spec.train.epochs,
-                         backlog=tracker.backlog)
+                         backlog=tracker.backlog, objectives=[(o.metric, o.mode) for o in search.objectives or ()])
     callbacks, stop = [tracker, live_view], tracking.TrackingGuard(tracker)
     if search.time_budget is not None:
         budget = TimeBudget(search.time_budget, enders=[tracker, live_view])

@@ -95,6 +95,9 @@ def test_the_front_is_the_non_dominated_feasible_trials_of_the_runs(traded_off) 
     front = query.pareto(outcome.search_id, uri)
     assert set(front["run_id"]) == expected and front["best_val_accuracy"].is_monotonic_decreasing
     assert "Pareto front, val_accuracy (max) against latency_batch_ms (min)" in out
+    # The live view counted the same front as trials ended: the last trial's line says its size.
+    last = [line for line in out.splitlines() if f" {TRIALS}/{TRIALS} done · " in line][0]
+    assert f" · front {len(front)} trial{'' if len(front) == 1 else 's'}" in last, last
     shown = io.StringIO()
     with contextlib.redirect_stdout(shown):
         assert main(["pareto", outcome.search_id, "--format", "json", "--tracking-uri", uri]) == 0

@@ -43,6 +43,22 @@ def test_the_pareto_front_matches_a_brute_force_one() -> None:
             assert pareto_mask(points, modes) == _brute_force(points, modes)
 
 
+def test_the_live_views_front_kept_as_trials_end_is_the_brute_force_one() -> None:
+    from hpsearch.platform.progress import ParetoFront
+
+    generator = random.Random(1)
+    for _ in range(50):
+        points = [(generator.choice([0.8, 0.9, 0.95]), generator.randint(1, 5), generator.random())
+                  for _ in range(generator.randint(1, 12))]
+        for modes in itertools.product(("max", "min"), repeat=3):
+            front = ParetoFront(modes)
+            for index, point in enumerate(points):
+                front.add(f"t{index}", point)
+                front.add(f"t{index}", (0.0, 0.0, 0.0) if modes[0] == "max" else (9.0, 9.0, 9.0))  # once per trial
+            front.add("unmeasured", None)
+            assert len(front) == sum(_brute_force(points, modes)), (points, modes)
+
+
 def test_hypervolume_of_two_objectives() -> None:
     # Accuracy up, latency down, from reference (0, 10): rectangles 0.9 x 8 and 0.5 x (8..9) overlap.
     assert hypervolume_2d([(0.9, 2.0), (0.5, 1.0)], ["max", "min"], [0.0, 10.0]) == pytest.approx(0.9 * 8 + 0.5 * 1)
