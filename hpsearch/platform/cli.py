@@ -399,9 +399,11 @@ def _finalize(args) -> int:
     except SpecError as error:
         raise UsageError([f"cannot finalize {args.search}: {problem}" for problem in error.problems]) from None
     shown = ", ".join(f"{key} {value:.4f}" for key, value in done.test.items())
+    costs = ", ".join(f"{key} {value:,.0f}" if value >= 1000 else f"{key} {value:.4g}" for key, value in done.costs.items())
     print(f"registered {done.model_uri} (aliases: {', '.join(done.aliases)}), trial {done.trial}'s configuration "
           f"trained {done.epochs} epochs on train + val\n  on the test split, evaluated once: {shown}\n"
-          f"  MLflow run {done.run_id}\n  use it: hpsearch predict models:/{done.name}@{done.aliases[-1]} IMAGES...")
+          + (f"  its costs, as the search measured them: {costs}\n" if costs else "")
+          + f"  MLflow run {done.run_id}\n  use it: hpsearch predict models:/{done.name}@{done.aliases[-1]} IMAGES...")
     return 0
 
 

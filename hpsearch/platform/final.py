@@ -13,7 +13,7 @@ import io
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -43,6 +43,7 @@ class Finalized:
     epochs: int
     test: dict[str, float]
     aliases: tuple[str, ...]
+    costs: dict[str, float] = field(default_factory=dict)  # its trial's, measured in the search
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def finalize_search(search: str, *, tracking_uri: str | None = None, trial: str 
     table = query.trials(found, uri)
     replicated = replicates.summary(found, uri, table)
     chosen = _chosen_trial(found, table, trial, replicated)
+    chosen["costs"] = _trial_costs(table, chosen["run_id"])
     client = tracking.client_for(uri)
     import yaml
 
@@ -225,6 +227,15 @@ def _chosen_trial(found, table, trial: str | None, replicated: dict[str, Any] | 
     return chosen
 
 
+def _trial_costs(table, run_id: str) -> dict[str, float]:
+    """The costs the search measured for a trial (trainables/cost.py): the final model has its
+    architecture, so they are its costs too, on the machines the search ran on."""
+    from hpsearch.trainables.cost import COSTS
+
+    row = table[table["run_id"] == run_id].iloc[0]
+    return {name: float(row[name]) for name in COSTS if name in row.index and row[name] == row[name]}
+
+
 def _train_and_val(data):
     """The dataset with its validation split folded into training: what a final model learns from."""
     import dataclasses
@@ -267,9 +278,11 @@ def _log_and_register(client, *, uri, found, spec, chosen, config, model, prepro
         "hpsearch.final.trial_run_id": chosen["run_id"]})
     run_id = run.info.run_id
     try:
+        costs = chosen.get("costs", {})
         client.log_batch(run_id, params=[Param(key, str(value)) for key, value in
                                          {**config.model_dump(mode="json"), "trained_on": "train+val"}.items()],
-                         metrics=[Metric(key, float(value), int(time.time() * 1000), 0) for key, value in test.items()])
+                         metrics=[Metric(key, float(value), int(time.time() * 1000), 0)
+                                  for key, value in {**test, **costs}.items()])
         for epoch, metrics in enumerate(history, start=1):
             client.log_batch(run_id, metrics=[Metric(key, float(value), int(time.time() * 1000), epoch)
                                               for key, value in metrics.items() if key.startswith("train_")])
@@ -286,7 +299,8 @@ def _log_and_register(client, *, uri, found, spec, chosen, config, model, prepro
             mlflow.set_tracking_uri(previous)
         version = str(info.registered_model_version)
         version_tags = {"hpsearch.search_id": found.search_id, "hpsearch.spec_hash": spec.spec_hash(),
-                        "hpsearch.trial": str(chosen["trial"]), **{key: f"{value:.6g}" for key, value in test.items()}}
+                        "hpsearch.trial": str(chosen["trial"]),
+                        **{key: f"{value:.6g}" for key, value in {**test, **costs}.items()}}
         commit = tracking.git_commit()
         if commit:
             version_tags["hpsearch.git_commit"] = commit
@@ -300,7 +314,8 @@ def _log_and_register(client, *, uri, found, spec, chosen, config, model, prepro
         client.set_terminated(run_id, "FAILED")
         raise
     return Finalized(run_id=run_id, model_uri=f"models:/{name}/{version}", name=name, version=version,
-                     trial=str(chosen["trial"]), epochs=config.epochs, test=test, aliases=tuple(aliases))
+                     trial=str(chosen["trial"]), epochs=config.epochs, test=test, aliases=tuple(aliases),
+                     costs=dict(costs))
 
 
 def _quiet_export() -> None:

@@ -126,6 +126,11 @@ def test_finalize_registers_a_version_tested_once(finalized) -> None:
     history = client.get_metric_history(final.info.run_id, "test_accuracy")
     assert len(history) == 1  # evaluated once
     assert version.tags["test_accuracy"] == f"{history[0].value:.6g}"
+    # Its costs are its trial's, as the search measured them, on the run and the version.
+    chosen = query.trials(outcome.search_id, uri).set_index("trial").loc[final.data.tags["hpsearch.final.trial"]]
+    for name in ("params", "macs", "size_mb", "latency_ms", "latency_batch_ms", "peak_memory_mb"):
+        assert final.data.metrics[name] == chosen[name] > 0 and version.tags[name] == f"{chosen[name]:.6g}", name
+    assert f"its costs, as the search measured them: params {chosen['params']:,.0f}, macs " in out
     # The final run is no trial: the search still has its two.
     assert len(query.trials(outcome.search_id, uri)) == 2
 
