@@ -1,8 +1,11 @@
 """The canary of hpsearch.platform._internals: Ray's and MLflow's private internals are still what
 hpsearch's uses of them expect. When this fails after an upgrade: read the code they reach in the new
 version, adapt them, and add the version to VERIFIED_RAY or VERIFIED_MLFLOW; until then hpsearch uses
-the public APIs alone on it."""
+the public APIs alone on it. And the fence: no other module reaches such a name itself."""
 from __future__ import annotations
+
+import ast
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -86,3 +89,53 @@ def test_an_empty_store_has_mlflows_whole_schema_either_way(tmp_path, monkeypatc
     assert {"experiments", "runs", "metrics", "params", "tags", "latest_metrics"} <= tables and revision
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'store.db'}")
     assert client.create_run(client.create_experiment("e")).info.run_id  # usable as it is
+
+
+# Private names other modules may reach: hpsearch's own, and the standard library's and torch's, none of
+# Ray, MLflow or Optuna (whose private uses are all in _internals.py).
+OWN_PRIVATE = {
+    ("dashboard/figures.py", "_settings"),  # a column of its own, named in pandas' DataFrame.assign
+    ("platform/replicates.py", "_paged"),  # hpsearch.platform.query's
+    ("platform/tracking/tags.py", "_replace"),  # urllib's SplitResult, a namedtuple: its public API
+    ("search_spaces/_safe_yaml.py", "_as_text"), ("search_spaces/_safe_yaml.py", "_refuse"),  # its own class's
+    ("trainables/lr_find.py", "_train"), ("trainables/lr_find.py", "_inputs"),  # its own TrainingSession's
+    ("trainables/pruning.py", "_parameters"),  # torch.nn.Module's: keeps a pruned layer's parameter order
+}
+FENCED_PACKAGES = ("ray", "mlflow", "optuna")
+
+
+def _private_reaches(path: Path) -> list[tuple[int, str]]:
+    """Where a module imports a private module or name of Ray, MLflow or Optuna, reads a private
+    attribute of anything but itself (`self`, `cls`), or passes a private keyword argument."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            modules = [node.module or ""] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            modules = []
+        found += [(node.lineno, module) for module in modules if module.split(".")[0] in FENCED_PACKAGES
+                  and any(part.startswith("_") for part in module.split("."))]
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+            found.append((node.lineno, node.attr))
+        if isinstance(node, ast.Call):
+            found += [(node.lineno, keyword.arg) for keyword in node.keywords if (keyword.arg or "").startswith("_")]
+    return found
+
+
+def test_no_module_but_internals_reaches_a_private_name_of_ray_mlflow_or_optuna():
+    package = Path(_internals.__file__).parents[1]
+    reached = {}
+    for path in sorted(package.rglob("*.py")):
+        name = path.relative_to(package).as_posix()
+        if name == "platform/_internals.py":
+            continue
+        for line, what in _private_reaches(path):
+            if (name, what) not in OWN_PRIVATE:
+                reached.setdefault(name, []).append(f"line {line}: {what}")
+    assert not reached, f"private names reached outside platform/_internals.py: {reached}"
+    # The check sees what it looks for: _internals.py itself reaches Ray's and MLflow's privates.
+    assert {"_tracking_client", "_maybe_reuse_cached_actor", "_ActorClassCache"} <= {
+        what for _, what in _private_reaches(Path(_internals.__file__))}
