@@ -9,13 +9,13 @@ batch size and seeds: a grid over lr, and batchnorm for the second), 2 at a time
      10 s each on this machine's cores, as realistic CPU trials are
   2. 16 trials x 3 epochs of a small CNN on scikit-learn digits, trials of a fraction of a second
      as ASHA produces them (the `short_` figures)
-The three ways:
+The ways:
   plain loop  the trainings one after another at one thread each, data loaded beforehand, in this
               process with no Ray running; the ideal is its time / 2 (2 cores, 2 trials at a time)
-and, as the floor any design with two processes meets on this machine, the plain pair: the same
-trainings in two plain processes side by side, every other one each, timed from when both have
-loaded their data (two processes at once run slower than one alone where they share caches and
-memory bandwidth: `floor_ratio`);
+  plain pair  the floor any design with two processes meets on this machine: the same trainings in
+              two plain processes side by side, every other one each, timed from when both have
+              loaded their data (two processes at once run slower than one alone where they share
+              caches and memory bandwidth: `floor_ratio`)
   hpsearch    `run_search` as `hpsearch run` runs it, tracking, checkpoints, the best trial's test
               evaluation and summary included, in a Ray session of its own; its time excludes only
               `ray.init` (Ray's first worker processes start after it returns, within the search)

@@ -184,13 +184,17 @@ def hypervolume(points: list[tuple[float, float]], normalization: Normalization)
     return hypervolume_2d([normalization(accuracy, macs) for accuracy, macs in points], ["min", "min"], reference)
 
 
-def hypervolume_from_zero(points: list[tuple[float, float]], results: list[SearchResult]) -> float:
-    """The earlier measure: (accuracy, log10 macs) up to accuracy 0 and 1.1 x the largest macs of any trial."""
+def zero_reference(results: list[SearchResult]) -> tuple[float, float]:
+    """The earlier measure's reference point: accuracy 0, log10 of 1.1 x the largest macs of any trial."""
+    largest = max(float(result.trials["macs"].max()) for result in results if "macs" in result.trials)
+    return 0.0, math.log10(ZERO_REFERENCE_MACS_FACTOR * largest)
+
+
+def hypervolume_from_zero(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """The earlier measure: the unscaled area of (accuracy, log10 macs) up to `zero_reference`."""
     from hpsearch.search_spaces.objectives import hypervolume_2d
 
-    largest = max(float(result.trials["macs"].max()) for result in results if "macs" in result.trials)
-    return hypervolume_2d([(accuracy, math.log10(macs)) for accuracy, macs in points], MODES,
-                          (0.0, math.log10(ZERO_REFERENCE_MACS_FACTOR * largest)))
+    return hypervolume_2d([(accuracy, math.log10(macs)) for accuracy, macs in points], MODES, reference)
 
 
 def saved_share(results: list[SearchResult]) -> float:
@@ -206,7 +210,7 @@ def ratio_text(ratio: float) -> str:
 
 
 def report(results: list[SearchResult], args: argparse.Namespace, seconds: float) -> None:
-    normalization = Normalization.of_front(results)
+    normalization, from_zero = Normalization.of_front(results), zero_reference(results)
     by_key = {(result.algorithm, result.seed): result for result in results}
     print(f"pooled front: val_accuracy {normalization.worst_accuracy:.4f} to {normalization.best_accuracy:.4f}, "
           f"macs {10 ** normalization.lowest_cost:,.0f} to {10 ** normalization.highest_cost:,.0f}; reference point "
@@ -218,8 +222,8 @@ def report(results: list[SearchResult], args: argparse.Namespace, seconds: float
         random, optuna = by_key[("random", seed)], by_key[("optuna", seed)]
         hv_random, hv_optuna = hypervolume(random.points(), normalization), hypervolume(optuna.points(), normalization)
         ratios.append(hv_optuna / hv_random if hv_random > 0 else float("inf"))
-        ratios_from_zero.append(hypervolume_from_zero(optuna.points(), results)
-                                / hypervolume_from_zero(random.points(), results))
+        ratios_from_zero.append(hypervolume_from_zero(optuna.points(), from_zero)
+                                / hypervolume_from_zero(random.points(), from_zero))
         print(f"{seed:>4} {hv_random:>10.4f} {hv_optuna:>10.4f} {ratio_text(ratios[-1]):>7} "
               f"{ratio_text(ratios_from_zero[-1]):>16} {random.infeasible_share:>18.3f} {optuna.infeasible_share:>18.3f}")
     median = statistics.median(ratios)

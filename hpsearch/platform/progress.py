@@ -10,6 +10,8 @@ from typing import Any, Callable, Sequence
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
 from ray import tune
 
+from hpsearch.search_spaces.objectives import ParetoFront, objective_keys
+
 HEARTBEAT_S = 10.0  # seconds between status lines while nothing finishes
 
 
@@ -25,6 +27,7 @@ class LiveView(tune.Callback):
         self.metric, self.mode, self.planned, self.epochs = metric, mode, planned, epochs
         self.backlog = backlog  # the tracking writer's: (writes waiting, seconds behind, error) while behind
         self.objectives = list(objectives)  # several: the status line counts the trials on the Pareto front
+        self._objective_keys = objective_keys(self.objectives)
         self._reset()
 
     def _reset(self) -> None:
@@ -95,7 +98,7 @@ class LiveView(tune.Callback):
 
     def _objective_values(self, result: dict[str, Any]) -> list[float] | None:
         """A trial's objectives as the front reads them (query.pareto): its best first objective, its costs."""
-        values = [result.get(f"best_{name}" if index == 0 else name) for index, (name, _) in enumerate(self.objectives)]
+        values = [result.get(key) for key in self._objective_keys]
         if not all(isinstance(value, (int, float)) and math.isfinite(value) for value in values):
             return None
         return [float(value) for value in values]
@@ -108,36 +111,6 @@ class LiveView(tune.Callback):
     def _print(self, line: str) -> None:
         self.last_line = time.monotonic()
         print(line, file=sys.stdout, flush=True)
-
-
-class ParetoFront:
-    """The points no other beats on every objective, kept as trials end: each trial is added once and
-    compared with the front alone, so a status line costs the front's size, not the search's squared."""
-
-    def __init__(self, modes: Sequence[str]) -> None:
-        self._signs = [1.0 if mode == "max" else -1.0 for mode in modes]
-        self._seen: set[str] = set()
-        self._points: list[list[float]] = []  # signed: larger is better in every objective
-
-    def __len__(self) -> int:
-        return len(self._points)
-
-    def add(self, key: str, values: Sequence[float] | None) -> None:
-        """Add `key`'s objective values (once; None: not measured, never on the front)."""
-        if key in self._seen:
-            return
-        self._seen.add(key)
-        if values is None:
-            return
-        point = [sign * value for sign, value in zip(self._signs, values)]
-        if any(_dominates(other, point) for other in self._points):
-            return
-        self._points = [other for other in self._points if not _dominates(point, other)] + [point]
-
-
-def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    """At least as good in every objective and better in one (both signed, larger is better)."""
-    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 
 
 def trial_status(trial, epochs: int, *, ended: bool = False) -> str:

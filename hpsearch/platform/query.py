@@ -285,8 +285,10 @@ def pareto(search: str | Search, tracking_uri: str | None = None) -> pd.DataFram
 
 def objective_columns(found: Search) -> list[tuple[str, str]]:
     """(column of the trials table, mode) of each objective: the first is the trial's best value."""
+    from hpsearch.search_spaces.objectives import objective_keys
+
     objectives = found.objectives or ((found.metric, found.mode),)
-    return [(f"best_{metric}" if index == 0 else metric, mode) for index, (metric, mode) in enumerate(objectives)]
+    return list(zip(objective_keys(objectives), [mode for _, mode in objectives]))
 
 
 def pareto_of(found: Search, table: pd.DataFrame) -> pd.DataFrame:

@@ -51,10 +51,7 @@ class SearchTrial(tune.Trainable):
         else:
             self._train_config = TrainConfig.from_settings(self._shared["train"], flatten_config(config))
         data = load_dataset(**self._shared["dataset"])
-        self._stop_epochs()
-        if self._session is not None:
-            self._session.close()
-        self._keep_checkpoint(None)
+        self._end_trial()
         self._session = TrainingSession(self._train_config, data=data, device=_device())
         self._best_value: float | None = None
         self._best_epoch = 0
@@ -85,6 +82,10 @@ class SearchTrial(tune.Trainable):
                               autocast=lambda: session.precision.autocast(session.device))
 
     def cleanup(self) -> None:
+        self._end_trial()
+
+    def _end_trial(self) -> None:
+        """Stop the trial's epochs, close its session, drop a checkpoint Tune did not save."""
         self._stop_epochs()
         if self._session is not None:
             self._session.close()

@@ -74,16 +74,51 @@ def violations(constraints: Sequence[Constraint], values: Mapping[str, float]) -
             for constraint in constraints if values.get(constraint.metric) is not None}
 
 
+def objective_keys(objectives: Sequence[tuple[str, str]]) -> list[str]:
+    """Where a trial's result and its row of the trials table hold each objective: the first, a metric
+    of training, as its best epoch's value (`best_<metric>`); the others, costs, as measured."""
+    return [f"best_{metric}" if index == 0 else metric for index, (metric, _) in enumerate(objectives)]
+
+
+def _signed(point: Sequence[float], modes: Sequence[str]) -> list[float]:
+    """The point with every objective made larger-is-better."""
+    return [value if mode == "max" else -value for value, mode in zip(point, modes)]
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Signed `a` is at least as good as signed `b` in every objective and better in one."""
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+
 def pareto_mask(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[bool]:
     """Which points no other point dominates (at least as good in every objective, better in one)."""
-    signs = [1.0 if mode == "max" else -1.0 for mode in modes]
-    scored = [[sign * value for sign, value in zip(signs, point)] for point in points]
-    front = []
-    for index, point in enumerate(scored):
-        dominated = any(all(o >= p for o, p in zip(other, point)) and any(o > p for o, p in zip(other, point))
-                        for other_index, other in enumerate(scored) if other_index != index)
-        front.append(not dominated)
-    return front
+    scored = [_signed(point, modes) for point in points]
+    return [not any(_dominates(other, point) for other in scored) for point in scored]
+
+
+class ParetoFront:
+    """The front of points added one at a time, each under a key and once (a trial as it ends): each is
+    compared with the front alone, so keeping it costs the front's size a point, not the points' count."""
+
+    def __init__(self, modes: Sequence[str]) -> None:
+        self._modes = list(modes)
+        self._seen: set[str] = set()
+        self._points: list[list[float]] = []  # signed
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    def add(self, key: str, values: Sequence[float] | None) -> None:
+        """Add `key`'s objective values (once; None: not measured, never on the front)."""
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        if values is None:
+            return
+        point = _signed(values, self._modes)
+        if any(_dominates(other, point) for other in self._points):
+            return
+        self._points = [other for other in self._points if not _dominates(point, other)] + [point]
 
 
 def hypervolume_2d(points: Iterable[Sequence[float]], modes: Sequence[str], reference: Sequence[float]) -> float:

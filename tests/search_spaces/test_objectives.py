@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from hpsearch.search_spaces.objectives import Constraint, hypervolume_2d, pareto_mask, violations
+from hpsearch.search_spaces.objectives import Constraint, ParetoFront, hypervolume_2d, pareto_mask, violations
 from hpsearch.search_spaces.spec import SpecError, validate_spec
 
 
@@ -49,9 +49,7 @@ def test_the_pareto_front_matches_a_brute_force_one() -> None:
         assert pareto_mask(points, modes) == _brute_force(points, modes)
 
 
-def test_the_live_views_front_kept_as_trials_end_is_the_brute_force_one() -> None:
-    from hpsearch.platform.progress import ParetoFront
-
+def test_the_front_kept_as_trials_end_is_the_brute_force_one() -> None:
     for points, modes in _random_cases(1):
         front = ParetoFront(modes)
         for index, point in enumerate(points):
