@@ -17,7 +17,7 @@ from hpsearch.trainables.cost import COSTS
 OPERATORS = ("<=", ">=", "<", ">")
 # Measured before the first epoch (SearchTrial): a constraint on one of these ends a trial before it trains.
 BEFORE_TRAINING = ("params", "macs", "size_mb", "latency_ms", "latency_batch_ms")
-_PATTERN = re.compile(r"^\s*([A-Za-z_][A-Za-z_0-9]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
+_PATTERN = re.compile(r"^\s*([A-Za-z_][A-Za-z_0-9]*)\s*(<=|>=|<|>)\s*([^\s<>=]\S*)\s*$")
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,25 @@ class Constraint:
         return self.violation(value) <= 0
 
     def __str__(self) -> str:
-        return f"{self.metric} {self.operator} {self.bound:g}"
+        return f"{self.metric} {self.operator} {self.bound:.15g}"
+
+
+def impossible(constraints: Sequence[Constraint]) -> list[str]:
+    """Constraints no trial can meet, each a line naming them: a cost bounded below zero (every cost is
+    zero or more), or bounds on one cost that exclude each other. Such a search would train nothing."""
+    problems = []
+    for constraint in constraints:
+        if constraint.operator in ("<=", "<") and not constraint.holds(0.0):
+            problems.append(f"{str(constraint)!r} can never hold: {constraint.metric} is never below zero")
+    for metric in dict.fromkeys(constraint.metric for constraint in constraints):
+        upper = [c for c in constraints if c.metric == metric and c.operator in ("<=", "<")]
+        lower = [c for c in constraints if c.metric == metric and c.operator in (">=", ">")]
+        for low in lower:
+            for high in upper:
+                strict = low.operator == ">" or high.operator == "<"
+                if low.bound > high.bound or (strict and low.bound == high.bound):
+                    problems.append(f"{str(low)!r} and {str(high)!r} cannot both hold")
+    return problems
 
 
 def violations(constraints: Sequence[Constraint], values: Mapping[str, float]) -> dict[str, float]:

@@ -13,7 +13,7 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -563,6 +563,10 @@ def _objective_problems(search: SearchSettings) -> list[str]:
 def _contradictions(spec: Spec) -> list[str]:
     search, problems = spec.search, []
     problems += _objective_problems(search)
+    from hpsearch.search_spaces.objectives import impossible
+
+    problems += [f"search.constraints: {problem}; no trial could be feasible"
+                 for problem in impossible(search.constraint_list)]
     scheduler, epochs = search.scheduler, spec.train.epochs
     if scheduler.name == "asha" and scheduler.grace_period > epochs:
         problems.append(f"search.scheduler.grace_period: {scheduler.grace_period} epochs is longer than train.epochs "
@@ -915,7 +919,8 @@ def _format_errors(error: ValidationError, raw: Mapping[str, Any]) -> list[str]:
         if item["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1])
             known = sorted(parent.model_fields) if parent else []
-            problems.append(f"{path}: unknown key; allowed: {known}{did_you_mean(loc[-1], known)}")
+            problems.append(f"{path}: unknown key; allowed: {known}{did_you_mean(loc[-1], known)}" if known
+                            else f"{path}: unknown key")
         elif item["type"] == "missing":
             problems.append(f"{path}: required, missing")
         else:
@@ -934,14 +939,28 @@ def _quotes(message: str, value: Any, shown: str) -> bool:
 
 
 def _model_at(loc: list[str]) -> type[BaseModel] | None:
+    """The model whose keys sit at `loc` (list indices skipped: search.objectives.0 is an Objective)."""
     model: type[BaseModel] = Spec
     for part in loc:
+        if part.isdigit():
+            continue
         field = model.model_fields.get(part)
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        found = _model_in(field.annotation) if field else None
+        if found is None:
             return None
-        model = annotation
+        model = found
     return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds: `X`, `X | None`, `list[X]` or `list[X] | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def _clean_message(message: str) -> str:

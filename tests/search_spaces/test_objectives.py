@@ -87,10 +87,30 @@ def _problems(search: dict) -> list[str]:
     ({"constraints": ["params <= 200000", "latency < fast"]}, r"search\.constraints\.1: 'latency < fast'"),
     ({"constraints": ["val_accuracy >= 0.9"]}, r"search\.constraints\.0: .*'val_accuracy' is not a cost"),
     ({"constraints": ["params = 5"]}, r"search\.constraints\.0: 'params = 5' is not a constraint"),
+    ({"constraints": ["params <= "]}, r"search\.constraints\.0: 'params <= ' is not a constraint"),
+    ({"objectives": [{"metric": "val_accuracy", "mode": "max", "direction": "up"}, {"metric": "params", "mode": "min"}]},
+     r"search\.objectives\.0\.direction: unknown key; allowed: \['metric', 'mode'\]"),
+    ({"constraints": ["params <= -1"]}, r"search\.constraints: 'params <= -1' can never hold: params is never below"),
+    ({"constraints": ["latency_ms < 0"]}, r"'latency_ms < 0' can never hold"),
+    ({"constraints": ["params <= 5e4", "latency_ms >= 2", "latency_ms <= 1"]},
+     r"search\.constraints: 'latency_ms >= 2' and 'latency_ms <= 1' cannot both hold; no trial could be feasible"),
+    ({"constraints": ["size_mb > 1", "size_mb <= 1"]}, r"'size_mb > 1' and 'size_mb <= 1' cannot both hold"),
 ])
 def test_objectives_and_constraints_that_cannot_work_are_one_line_each(search, pattern) -> None:
     problems = _problems(search)
     assert re.search(pattern, problems[0]) and all("\n" not in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize("constraints", [["params <= 0"], ["latency_ms >= 1", "latency_ms <= 1"],
+                                         ["latency_ms >= 1", "latency_ms <= 2", "params >= 5"]])
+def test_constraints_some_trial_could_meet_are_accepted(constraints) -> None:
+    spec = validate_spec({"name": "x", "search": {"constraints": constraints}})
+    assert spec.search.constraints == constraints
+
+
+def test_a_constraint_keeps_its_bound_as_written() -> None:
+    assert str(Constraint.parse("params <= 1234567")) == "params <= 1234567"
+    assert str(Constraint.parse("latency_ms < 2.25")) == "latency_ms < 2.25"
 
 
 def test_the_first_objective_becomes_the_metric() -> None:
