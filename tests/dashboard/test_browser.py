@@ -28,6 +28,20 @@ def _wait(driver, condition, message: str, timeout: float = WAIT_S):
     return WebDriverWait(driver, timeout, poll_frequency=0.25).until(lambda d: condition(d), message)
 
 
+def _steady(driver, find, message: str):
+    """What `find` returns once the elements it finds have stopped moving: Plotly draws a figure again
+    when its margins grow to fit labels, and a pointer aimed at a point before that misses it."""
+    last: list = [None]
+
+    def settled(d):
+        elements = find(d)
+        rects = [tuple(element.rect.values()) for element in elements]
+        steady, last[0] = bool(elements) and rects == last[0], rects
+        return elements if steady else False
+
+    return WebDriverWait(driver, WAIT_S, poll_frequency=0.4).until(settled, message)
+
+
 def _curve_traces(driver) -> list:
     return driver.find_elements(By.CSS_SELECTOR, "#learning-curves .scatterlayer .trace")
 
@@ -88,8 +102,8 @@ def test_the_pareto_view_draws_the_front_and_a_click_selects_a_trial(dashboard, 
     assert len(front) >= 1
     browser.get(f"{dashboard.url}/search/{search.search_id}")
     _wait(browser, lambda d: d.find_element(By.ID, "pareto-card").is_displayed(), "no Pareto view")
-    points = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#pareto .scatterlayer .trace:last-child .point"),
-                   "the front is not drawn")
+    points = _steady(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#pareto .scatterlayer .trace:last-child .point"),
+                     "the front is not drawn")
     assert len(points) == len(front)
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", points[0])
     ActionChains(browser).move_to_element(points[0]).click().perform()
