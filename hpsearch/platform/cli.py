@@ -212,11 +212,45 @@ def _validate(args) -> int:
         before = [c for c in search.constraint_list if c.before_training]
         print(f"# constraints: {'; '.join(search.constraints)}"
               + (f" ({len(before)} checked before a trial's first epoch)" if before else ""))
+        for line in _drawn_costs_lines(spec):
+            print(line)
     startup = _optuna_startup_note(spec)
     if startup:
         print(f"# note: {startup}")
     print(f"# ok: {describe_trials(spec)}, {spec.search.algorithm} search, tracking in {resolve_uri(spec.tracking.uri)}")
     return 0
+
+
+def _drawn_costs_lines(spec) -> list[str]:
+    """What the constraints known before training do to the space, seen on configurations drawn from it:
+    the costs' ranges, and how many would end before they train (a note when all would)."""
+    from hpsearch.search_spaces.objectives import SHAPE_COSTS
+    from hpsearch.search_spaces.spec import drawn_costs
+
+    static = [c for c in spec.search.constraint_list if c.metric in SHAPE_COSTS]
+    costs = drawn_costs(spec) if static else None
+    if not costs:
+        return []
+    metrics = list(dict.fromkeys(c.metric for c in static))
+    ranges = ", ".join(f"{metric} {_amount(min(c[metric] for c in costs), metric)} to "
+                       f"{_amount(max(c[metric] for c in costs), metric)}" for metric in metrics)
+    broken = sum(any(not c.holds(cost[c.metric]) for c in static) for cost in costs)
+    which = "a constraint" if len(static) > 1 else str(static[0])
+    lines = [f"# costs of {len(costs)} configurations drawn from the space: {ranges}; {broken} of {len(costs)} "
+             f"break {which} and would end before training"]
+    if broken == len(costs):
+        lines.append(f"# note: every configuration drawn breaks {which}, so most trials would train nothing: "
+                     f"loosen {'the constraints' if len(static) > 1 else 'it'}, or search smaller models")
+    return lines
+
+
+def _amount(value: float, metric: str) -> str:
+    if metric == "size_mb":
+        return f"{value:.3g} MB"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= 10 * scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:,.0f}"
 
 
 def _optuna_startup_note(spec) -> str | None:

@@ -17,6 +17,7 @@ from hpsearch.trainables.cost import COSTS
 OPERATORS = ("<=", ">=", "<", ">")
 # Measured before the first epoch (SearchTrial): a constraint on one of these ends a trial before it trains.
 BEFORE_TRAINING = ("params", "macs", "size_mb", "latency_ms", "latency_batch_ms")
+SHAPE_COSTS = ("params", "macs", "size_mb")  # of these, the ones a model's shapes alone give
 _PATTERN = re.compile(r"^\s*([A-Za-z_][A-Za-z_0-9]*)\s*(<=|>=|<|>)\s*([^\s<>=]\S*)\s*$")
 
 

@@ -8,6 +8,7 @@ enable their own parameters) come back from both as one flat parameter dict (`fl
 from __future__ import annotations
 
 import math
+import random
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
@@ -312,6 +313,32 @@ def _param_grid_size(param: Param, algorithm: str) -> int:
     if algorithm == "grid" and param.is_range:
         return len(range_values(param))
     return 1
+
+
+def draw_configuration(space: SearchSpace, rng: random.Random) -> dict[str, Any]:
+    """One configuration drawn at random, flat as `flatten_config` gives a trial's: a choice's value
+    with its branch's parameters; ranges uniform (log-uniform for loguniform), on their step if any."""
+    flat: dict[str, Any] = {}
+    for param in space.params:
+        value = flat[param.name] = _draw(param, rng)
+        if param.branches and isinstance(value, (str, int, float, bool)) and value in param.branches:
+            flat.update(draw_configuration(param.branches[value], rng))
+    return flat
+
+
+def _draw(param: Param, rng: random.Random) -> Any:
+    if not param.is_range:
+        return rng.choice(param.values)
+    if param.kind == "int":
+        step = int(param.step or 1)
+        return param.low + step * rng.randint(0, (param.high - param.low) // step)
+    if param.kind == "loguniform":
+        value = math.exp(rng.uniform(math.log(param.low), math.log(param.high)))
+    else:
+        value = rng.uniform(param.low, param.high)
+    if param.step:
+        value = min(param.high, param.low + round((value - param.low) / param.step) * param.step)
+    return value
 
 
 def flatten_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -692,25 +692,34 @@ def _image_size_problem(spec: Spec, model: str) -> str | None:
     """Why a built-in `model` built for the train_image_size a search can pick cannot take the
     eval_image_size it can pick (a classifier that flattens the image takes one size): the check a
     trial makes when it starts, made now on torch's meta device for every pair of sizes."""
+    from hpsearch.trainables.recipe import size_problem
+
+    native = _native_shape(spec)
+    if native is None or model.startswith(("torchvision.", "timm.")):
+        return None
+    for trained_at, shape in _image_shapes(spec, native, resized_only=True):
+        detail = _meta_forward(spec, model, trained_at, shape)
+        if detail:
+            return size_problem(model, trained_at=trained_at, shape=shape, detail=detail)
+    return None
+
+
+def _image_shapes(spec: Spec, native: tuple[int, ...], *, resized_only: bool = False) -> list[tuple[tuple, tuple]]:
+    """Every (shape a model is built and trained at, shape it is evaluated at) the search can pick, from
+    the train_image_size and eval_image_size it sets or searches; none resized, only when resized_only."""
     import itertools
 
-    from hpsearch.trainables.recipe import image_shape, size_problem
+    from hpsearch.trainables.recipe import image_shape
 
     def sizes(field: str) -> list[int | None]:
         searched = [value for p in spec.space.walk() if p.name == field for value in p.values]
         return sorted({value or None for value in searched} or {getattr(spec.train, field) or None},
                       key=lambda value: value or 0)
 
-    train_sizes, eval_sizes = sizes("train_image_size"), sizes("eval_image_size")
-    native = _native_shape(spec)
-    if train_sizes == eval_sizes == [None] or native is None or model.startswith(("torchvision.", "timm.")):
-        return None
-    for train_size, eval_size in itertools.product(train_sizes, eval_sizes):
-        trained_at, shape = image_shape(native, train_size), image_shape(native, eval_size)
-        detail = _meta_forward(spec, model, trained_at, shape)
-        if detail:
-            return size_problem(model, trained_at=trained_at, shape=shape, detail=detail)
-    return None
+    pairs = list(itertools.product(sizes("train_image_size"), sizes("eval_image_size")))
+    if resized_only and pairs == [(None, None)]:
+        return []
+    return [(image_shape(native, train), image_shape(native, evaluated)) for train, evaluated in pairs]
 
 
 BUILTIN_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -719,12 +728,19 @@ BUILTIN_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1
 def _shape_problem(spec: Spec, model: str) -> str | None:
     """Why `model` cannot take the dataset's images, found by a forward pass on torch's meta device
     (no memory, no compute); None when it can, or when the shape is known only at run time."""
-    shape = _native_shape(spec) if model.startswith("torchvision.") else None
-    if shape is None:
+    native = _native_shape(spec) if model.startswith("torchvision.") else None
+    if native is None:
         return None
-    detail = _meta_forward(spec, model, shape, shape)
-    if detail:
-        return f"model {model!r} cannot take {shape[0]}x{shape[1]}x{shape[2]} images ({detail}); raise dataset.image_size"
+    for trained_at, shape in _image_shapes(spec, native):
+        detail = _meta_forward(spec, model, trained_at, shape)
+        if detail and trained_at != shape:
+            from hpsearch.trainables.recipe import size_problem
+
+            return size_problem(model, trained_at=trained_at, shape=shape, detail=detail)
+        if detail:
+            fix = ("raise dataset.image_size" if spec.dataset.is_image_source
+                   else "set train.train_image_size and train.eval_image_size to a size it takes")
+            return f"model {model!r} cannot take {shape[0]}x{shape[1]}x{shape[2]} images ({detail}); {fix}"
     return None
 
 
@@ -749,6 +765,61 @@ def _meta_forward(spec: Spec, model: str, built_at: tuple[int, ...], shape: tupl
     except Exception as error:  # noqa: BLE001  (whatever the architecture raises, it would raise in every trial)
         return str(error).splitlines()[0] if str(error) else type(error).__name__
     return None
+
+
+BUILTIN_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
+
+
+def drawn_costs(spec: Spec, *, draws: int = 24, budget_s: float = 3.0) -> list[dict[str, float]] | None:
+    """params, macs and size_mb of up to `draws` configurations drawn from the space (seeded by
+    search.seed), counted from shapes on torch's meta device, within about `budget_s` seconds; None when
+    the images' shape or the classes are known only when the data is read. A model that cannot be
+    built on the meta device is left out."""
+    import random
+    import time
+
+    import torch
+
+    from hpsearch.search_spaces.space import draw_configuration
+    from hpsearch.trainables.cost import shape_costs
+    from hpsearch.trainables.models import build_model
+    from hpsearch.trainables.recipe import image_shape
+
+    native, classes = _native_shape(spec), _class_count(spec)
+    if native is None or classes is None:
+        return None
+    rng, deadline, costs = random.Random(spec.search.seed), time.monotonic() + budget_s, []
+    train = spec.train.model_dump()
+    for _ in range(draws):
+        if time.monotonic() > deadline:
+            break
+        try:
+            config = TrainConfig.from_settings(train, draw_configuration(spec.space, rng))
+            config = config.model_copy(update={"pretrained": False})
+            with torch.device("meta"):
+                model = build_model(config, input_shape=image_shape(native, config.train_image_size),
+                                    num_classes=classes)
+                costs.append(shape_costs(model, image_shape(native, config.eval_image_size),
+                                         prune_amount=config.prune_amount))
+        except Exception:  # noqa: BLE001  (a plug-in model the meta device cannot build: measured at run time)
+            continue
+    return costs
+
+
+def _class_count(spec: Spec) -> int | None:
+    dataset = spec.dataset
+    if not dataset.is_image_source:
+        return BUILTIN_CLASSES.get(dataset.name)
+    if dataset.factory is not None:
+        return None
+    from hpsearch.trainables.images import DataError, scan_imagefolder
+
+    try:  # read once already, when the spec was checked: this is its cached scan
+        return len(scan_imagefolder(dataset.root, val_fraction=dataset.val_fraction,
+                                    test_fraction=dataset.test_fraction, seed=dataset.seed,
+                                    skip_corrupt=dataset.skip_corrupt).classes)
+    except DataError:  # a folder the cluster's nodes share, not this machine's
+        return None
 
 
 def _space_parameters() -> dict[str, Any]:

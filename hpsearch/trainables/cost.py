@@ -43,6 +43,21 @@ def static_costs(model: torch.nn.Module, input_shape: tuple[int, ...], *,
     return {"params": float(params), "macs": float(count_macs(model, input_shape)), "size_mb": buffer.tell() / 2**20}
 
 
+def shape_costs(model: torch.nn.Module, input_shape: tuple[int, ...], *,
+                prune_amount: float = 0.0) -> dict[str, float]:
+    """params, macs and size_mb as `static_costs` counts them, from shapes alone: for a model built on
+    torch's meta device (no memory, no compute). size_mb is the tensors' bytes; the file torch.save
+    writes is a few KB larger."""
+    from hpsearch.trainables.pruning import planned_pruned
+
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if prune_amount:
+        params -= planned_pruned(model, prune_amount)
+    size = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values()
+               if isinstance(tensor, torch.Tensor))
+    return {"params": float(params), "macs": float(count_macs(model, input_shape)), "size_mb": size / 2**20}
+
+
 def count_macs(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass of one image, in eval mode."""
     from torch.utils.flop_counter import FlopCounterMode

@@ -55,6 +55,28 @@ def test_validate_says_when_an_optuna_search_is_mostly_random(tmp_path, capsys, 
                       f"or more TPE chooses most of them"] if note else [])
 
 
+@pytest.mark.parametrize("constraints, broken", [
+    ("[params <= 100]", "24 of 24 break params <= 100"),
+    ("[params <= 20000, macs <= 1e9]", "4 of 24 break a constraint"),
+    ("[size_mb <= 1]", "0 of 24 break size_mb <= 1"),
+    ("[latency_ms <= 1]", None),  # measured on the trial's device: nothing to count beforehand
+])
+def test_validate_shows_what_static_constraints_do_to_the_space(tmp_path, capsys, monkeypatch, constraints, broken):
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "digits-quick", "--set", f"search.constraints={constraints}"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("# costs", "# note"))]
+    if broken is None:
+        assert lines == []
+        return
+    # digits-quick's smallest model is a CNN of 330 parameters (global pooling); its largest an MLP of 50.8k.
+    assert lines[0].startswith("# costs of 24 configurations drawn from the space: params 330 to 50.8k"
+                               if "params" in constraints else "# costs of 24 configurations drawn from the space: ")
+    assert f"; {broken} and would end before training" in lines[0]
+    assert (lines[1:] == ["# note: every configuration drawn breaks params <= 100, so most trials would train "
+                          "nothing: loosen it, or search smaller models"]) == broken.startswith("24 of 24")
+    assert list(tmp_path.iterdir()) == []  # validate starts, writes and downloads nothing
+
+
 def test_mlflow_tracking_uri_is_honoured(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")

@@ -132,3 +132,26 @@ def test_flatten_config_lifts_nested_branches():
     nested = {"lr": 0.1, "model": {"__branch__": "cnn", "channels": 8,
                                    "norm": {"__branch__": "batch", "momentum": 0.1}}}
     assert flatten_config(nested) == {"lr": 0.1, "model": "cnn", "channels": 8, "norm": "batch", "momentum": 0.1}
+
+
+def test_drawn_configurations_are_the_ones_ray_draws_from_the_same_space():
+    """validate previews a space's costs on configurations it draws without Ray: the same keys, values
+    and bounds as a random search's trials get."""
+    import random
+
+    from hpsearch.search_spaces.space import draw_configuration
+
+    raw = {**CONDITIONAL, "dropout": {"uniform": [0.0, 0.5], "step": 0.1}, "batch_size": {"grid": [32, 64]}}
+    space, rng = parse_space(raw), random.Random(0)
+    drawn = [draw_configuration(space, rng) for _ in range(300)]
+    ours = _random_configs(raw, count=300)
+    assert {frozenset(c) for c in drawn} == {frozenset(c) for c in ours}  # each branch with its own parameters
+    for key in ("model", "optimizer", "batch_size", "channels", "depth", "dropout"):
+        assert {repr(c[key]) for c in drawn if key in c} == {repr(c[key]) for c in ours if key in c}, key
+    lrs = [c["lr"] for c in drawn]
+    assert 1e-4 <= min(lrs) and max(lrs) <= 0.1
+    assert 0.4 < sum(lr < 10 ** -2.5 for lr in lrs) / len(lrs) < 0.6  # log-uniform: half below the log middle
+    momenta = [c["momentum"] for c in drawn if "momentum" in c]
+    assert 0.8 <= min(momenta) and max(momenta) <= 0.99
+    again = random.Random(0)
+    assert [draw_configuration(space, again) for _ in range(20)] == drawn[:20]  # a seed gives the same draws

@@ -818,7 +818,33 @@ BAD_SPECS = [
         r"^space\.model: eval_image_size: model 'lenet5' built for 12x12 images cannot take 8x8 ones",
         id="train-image-size-a-flattening-branch-cannot-take",
     ),
+    pytest.param(
+        """\
+        name: bad
+        train: {model: torchvision.vit_b_16}
+        """,
+        r"^train\.model: model 'torchvision\.vit_b_16' cannot take 1x8x8 images \(.*\); set train\.train_image_size "
+        r"and train\.eval_image_size to a size it takes$",
+        id="zoo-model-too-large-for-the-dataset's-images",
+    ),
+    pytest.param(
+        """\
+        name: bad
+        train: {model: torchvision.vit_b_16, train_image_size: 32}
+        """,
+        r"^train\.model: eval_image_size: model 'torchvision\.vit_b_16' built for 32x32 images cannot take 8x8 ones",
+        id="zoo-model-trained-at-a-size-evaluated-at-another",
+    ),
 ]
+
+
+def test_a_zoo_model_is_checked_at_the_image_sizes_it_trains_and_is_evaluated_at(tmp_path: Path) -> None:
+    """digits' 8x8 images resized to 32x32 for training and evaluation: vit_b_16 takes them."""
+    spec = load_spec(_write_spec(tmp_path, """\
+        name: ok
+        train: {model: torchvision.vit_b_16, train_image_size: 32, eval_image_size: 32}
+        """))
+    assert spec.train.model == "torchvision.vit_b_16"
 
 
 @pytest.mark.parametrize(("text", "pattern"), BAD_SPECS)

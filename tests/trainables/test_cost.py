@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from hpsearch.trainables import TrainConfig, TrainingSession, load_dataset
-from hpsearch.trainables.cost import COSTS, count_macs, latency_ms, measured_costs, static_costs
+from hpsearch.trainables.cost import COSTS, count_macs, latency_ms, measured_costs, shape_costs, static_costs
 
 
 def test_static_costs_of_a_known_model() -> None:
@@ -22,6 +22,25 @@ def test_static_costs_of_a_known_model() -> None:
     torch.save(model.state_dict(), buffer)
     assert costs["size_mb"] == pytest.approx(buffer.tell() / 2**20)
     assert model[0].training  # measured in eval mode, left as it was
+
+
+@pytest.mark.parametrize(("model", "shape", "settings"), [
+    ("mlp", (1, 8, 8), {"hidden_sizes": [32, 16]}), ("cnn", (1, 28, 28), {"channels": 8, "depth": 2}),
+    ("lenet5", (1, 28, 28), {"prune_amount": 0.5}), ("resnet18", (3, 32, 32), {}),
+    ("torchvision.mobilenet_v3_small", (3, 32, 32), {})])
+def test_costs_from_shapes_on_the_meta_device_are_the_measured_ones(model, shape, settings) -> None:
+    from hpsearch.trainables.models import build_model
+
+    config = TrainConfig(model=model, **settings)
+    torch.manual_seed(0)
+    measured = static_costs(build_model(config, input_shape=shape, num_classes=10), shape,
+                            prune_amount=config.prune_amount)
+    with torch.device("meta"):
+        counted = shape_costs(build_model(config, input_shape=shape, num_classes=10), shape,
+                              prune_amount=config.prune_amount)
+    assert counted["params"] == measured["params"] and counted["macs"] == measured["macs"] > 0
+    # The tensors' bytes; the file adds its names and pickle's framing.
+    assert measured["size_mb"] - 0.1 < counted["size_mb"] <= measured["size_mb"]
 
 
 def test_latency_is_positive_and_grows_with_the_model() -> None:
