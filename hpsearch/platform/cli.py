@@ -193,11 +193,7 @@ def _validate(args) -> int:
 
     print(dump_spec(spec), end="")
     if spec.dataset.is_image_source and spec.dataset.factory is None:
-        from hpsearch.trainables.images import scan_imagefolder
-
-        dataset = spec.dataset  # read once already, when the spec was checked: this is its cached scan
-        scan = scan_imagefolder(dataset.root, val_fraction=dataset.val_fraction, test_fraction=dataset.test_fraction,
-                                seed=dataset.seed, skip_corrupt=dataset.skip_corrupt)
+        scan = spec.dataset.scan()  # read once already, when the spec was checked: this is its cached scan
         layout = "train/ val/ test/ folders" if scan.layout == "folders" else "split with dataset.seed"
         skipped = f"; {len(scan.skipped)} unreadable files skipped" if scan.skipped else ""
         print(f"# data: {scan.images:,} images in {len(scan.classes)} classes ({len(scan.train):,} train, "

@@ -140,6 +140,14 @@ class DatasetSpec(_Frozen):
     def shown_name(self) -> str:
         return self.factory or self.name
 
+    def scan(self):
+        """An ImageFolder tree's images, classes and split (cached: read once, when the spec is checked);
+        DataError when it cannot be read."""
+        from hpsearch.trainables.images import scan_imagefolder
+
+        return scan_imagefolder(self.root, val_fraction=self.val_fraction, test_fraction=self.test_fraction,
+                                seed=self.seed, skip_corrupt=self.skip_corrupt)
+
     def problems(self, context: Mapping[str, Any]) -> list[str]:
         problems: list[str] = []
         # Set to something other than its default (a dumped spec writes every default).
@@ -170,13 +178,12 @@ class DatasetSpec(_Frozen):
             return problems
         if self.factory is not None:
             return _dataset_factory_problems(self.factory, self.args, context.get("plugin_paths", ()))
-        from hpsearch.trainables.images import DataError, scan_imagefolder
+        from hpsearch.trainables.images import DataError
 
         if context.get("remote") and not Path(self.root).exists():
             return problems  # a folder the cluster's nodes share, not this machine: the job checks it there
         try:
-            scan_imagefolder(self.root, val_fraction=self.val_fraction, test_fraction=self.test_fraction,
-                             seed=self.seed, skip_corrupt=self.skip_corrupt)
+            self.scan()
         except DataError as error:
             problems.append(str(error) if str(error).startswith("dataset.") else f"dataset.root: {error}")
         return problems
@@ -706,7 +713,8 @@ def _image_size_problem(spec: Spec, model: str) -> str | None:
 
 def _image_shapes(spec: Spec, native: tuple[int, ...], *, resized_only: bool = False) -> list[tuple[tuple, tuple]]:
     """Every (shape a model is built and trained at, shape it is evaluated at) the search can pick, from
-    the train_image_size and eval_image_size it sets or searches; none resized, only when resized_only."""
+    the train_image_size and eval_image_size it sets or searches; with resized_only, none when it sets
+    neither (the images' own shape only)."""
     import itertools
 
     from hpsearch.trainables.recipe import image_shape
@@ -812,12 +820,10 @@ def _class_count(spec: Spec) -> int | None:
         return BUILTIN_CLASSES.get(dataset.name)
     if dataset.factory is not None:
         return None
-    from hpsearch.trainables.images import DataError, scan_imagefolder
+    from hpsearch.trainables.images import DataError
 
-    try:  # read once already, when the spec was checked: this is its cached scan
-        return len(scan_imagefolder(dataset.root, val_fraction=dataset.val_fraction,
-                                    test_fraction=dataset.test_fraction, seed=dataset.seed,
-                                    skip_corrupt=dataset.skip_corrupt).classes)
+    try:
+        return len(dataset.scan().classes)
     except DataError:  # a folder the cluster's nodes share, not this machine's
         return None
 
