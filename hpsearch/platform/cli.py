@@ -26,6 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if not hasattr(args, "spec") and hasattr(args, "tracking_uri"):  # a spec may name its own: see _load
+            _check_tracking_uri(args)
+            _check_server(args.tracking_uri)
         return args.handler(args) or 0
     except UsageError as error:
         for problem in error.problems:
@@ -33,9 +36,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     except KeyboardInterrupt:
         return INTERRUPTED
+    except Exception as error:
+        if not type(error).__module__.startswith("mlflow."):
+            raise
+        # A store that answers, but not as MLflow's (another web server at that address, a proxy's page).
+        from hpsearch.platform.errors import first_line
+        from hpsearch.platform.tracking.tags import redact_uri, resolve_uri
+
+        store = redact_uri(resolve_uri(getattr(args, "tracking_uri", None)))
+        message = first_line(error).split(". Response body:")[0]
+        print(f"error: the MLflow tracking store at {store} failed: {message} (is it an MLflow tracking server?)",
+              file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `hpsearch list models | head`: the reader has what it wanted
         sys.stderr.close()
         return 0
+
+
+def _check_tracking_uri(args) -> None:
+    """A command that reads or writes the tracking store refuses a URI MLflow has no store for, from
+    --tracking-uri or $MLFLOW_TRACKING_URI, before it does anything (a spec's own is checked with the spec)."""
+    from hpsearch.search_spaces.spec import tracking_uri_problem
+
+    if not hasattr(args, "tracking_uri"):
+        return
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    problem = tracking_uri_problem(uri) if uri else None
+    if problem:
+        where = "--tracking-uri" if args.tracking_uri else "$MLFLOW_TRACKING_URI"
+        raise UsageError([f"{where}: {problem}"])
+
+
+def _check_server(tracking_uri: str | None) -> None:
+    """A tracking server that does not answer fails the command at once, not after MLflow's minutes of retries."""
+    from hpsearch.platform.query import resolve_uri
+    from hpsearch.platform.tracking.server import unreachable
+
+    problem = unreachable(resolve_uri(tracking_uri))
+    if problem:
+        raise UsageError([problem])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     finalize.add_argument("--trial", help="the trial whose configuration to finalize (default: the best)")
     finalize.add_argument("--name", help="registered model name (default: the spec's name)")
     finalize.add_argument("--promote", action="store_true", help="also move the alias 'champion' to the new version")
-    finalize.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    _tracking_uri_argument(finalize)
     finalize.add_argument("--address", help="Ray cluster to train on, as a Ray task with the search's resources "
                                             "(default: $RAY_ADDRESS, else in this process)")
 
@@ -82,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     replicate.add_argument("--top-k", type=int, default=3, help="configurations to replicate, best first (default: 3)")
     replicate.add_argument("--seeds", type=int, default=5,
                            help="new training seeds per configuration (default: 5); replicates already run count")
-    replicate.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    _tracking_uri_argument(replicate)
     replicate.add_argument("--address", help="Ray cluster to attach to (default: a local Ray on 127.0.0.1 only)")
     replicate.add_argument("--storage", help="where Tune keeps the replicates' state (default: ./hpsearch_results)")
 
@@ -94,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--seeds", type=int, default=3,
                         help="training seeds for everything on and for each technique off (default: 3); "
                              "ablation runs already finished count")
-    ablate.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    _tracking_uri_argument(ablate)
     ablate.add_argument("--address", help="Ray cluster to attach to (default: a local Ray on 127.0.0.1 only)")
     ablate.add_argument("--storage", help="where Tune keeps the ablation's state (default: ./hpsearch_results)")
 
@@ -104,11 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--format", choices=["table", "csv", "json"], default="table")
     predict.add_argument("--top-k", type=int, default=1, help="classes shown per image, most likely first")
-    predict.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    _tracking_uri_argument(predict)
 
     resume = command("resume", _resume, "Finish an interrupted search; trials continue their own MLflow runs.")
     resume.add_argument("search", help="search name (its latest search) or id")
-    resume.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    _tracking_uri_argument(resume)
     resume.add_argument("--address", help="Ray cluster to attach to (default: local Ray on 127.0.0.1)")
 
     lr_find = command("lr-find", _lr_find, "Run the learning-rate range test on a spec's first configuration.")
@@ -119,24 +158,24 @@ def build_parser() -> argparse.ArgumentParser:
     trials = command("trials", _trials, "Print a search's trials.")
     trials.add_argument("search", help="search name (its latest search) or id")
     trials.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    trials.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    _tracking_uri_argument(trials)
 
     best = command("best", _best, "Print a search's best trial and its configuration.")
     best.add_argument("search", help="search name (its latest search) or id")
     best.add_argument("--format", choices=["text", "json"], default="text")
-    best.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    _tracking_uri_argument(best)
 
     pareto = command("pareto", _pareto, "Print the Pareto front of a search with several objectives: the feasible "
                                         "trials no other beats on every objective.")
     pareto.add_argument("search", help="search name (its latest search) or id")
     pareto.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    pareto.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    _tracking_uri_argument(pareto)
 
     searches = command("searches", _searches, "List the searches in the tracking store, newest first.")
-    searches.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    _tracking_uri_argument(searches)
 
     dashboard = command("dashboard", _dashboard, "Serve the dashboard over the tracking store's searches (read-only).")
-    dashboard.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    _tracking_uri_argument(dashboard)
     dashboard.add_argument("--host", default=defaults.LOOPBACK,
                            help=f"interface to listen on (default: {defaults.LOOPBACK}, this machine only)")
     dashboard.add_argument("--port", type=int, default=defaults.DASHBOARD_PORT,
@@ -153,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tracking_uri_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+
+
 def _spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="a YAML spec file, or a built-in spec name (see `hpsearch list`)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
@@ -164,13 +207,17 @@ def _load(args):
     from hpsearch.search_spaces.spec import SpecError, load_spec
 
     try:
-        return load_spec(args.spec, overrides=args.overrides, tracking_uri=args.tracking_uri)
+        spec = load_spec(args.spec, overrides=args.overrides, tracking_uri=args.tracking_uri)
     except SpecError as error:
         raise UsageError(error.problems) from None
+    if spec.tracking.uri is None:  # the store is $MLFLOW_TRACKING_URI's
+        _check_tracking_uri(args)
+    return spec
 
 
 def _run(args) -> int:
     spec = _load(args)
+    _check_server(spec.tracking.uri)
     if args.address:  # before Ray is imported: see _ray_env
         os.environ["RAY_ADDRESS"] = args.address
     from hpsearch.platform.search import run_search

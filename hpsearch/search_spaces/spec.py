@@ -426,12 +426,19 @@ class TrackingSpec(_Frozen):
     @field_validator("uri")
     @classmethod
     def _known_scheme(cls, uri: str | None) -> str | None:
-        scheme = uri.split("://", 1)[0].split("+", 1)[0] if uri and "://" in uri else "file"
-        if scheme not in TRACKING_SCHEMES:
-            raise ValueError(f"{show_value(uri)} is not an MLflow tracking URI; its scheme is one of "
-                             f"{list(TRACKING_SCHEMES)} "
-                             f"(e.g. sqlite:///mlflow.db or http://127.0.0.1:5000){did_you_mean(scheme, TRACKING_SCHEMES)}")
+        problem = tracking_uri_problem(uri) if uri else None
+        if problem:
+            raise ValueError(problem)
         return uri
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """Why `uri` is no MLflow tracking URI hpsearch can use (a scheme MLflow has no store for), or None."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else "file"
+    if scheme in TRACKING_SCHEMES:
+        return None
+    return (f"{show_value(uri)} is not an MLflow tracking URI; its scheme is one of {list(TRACKING_SCHEMES)} "
+            f"(e.g. sqlite:///mlflow.db or http://127.0.0.1:5000){did_you_mean(scheme, TRACKING_SCHEMES)}")
 
 
 class Spec(_Frozen):

@@ -125,3 +125,65 @@ def test_run_then_read_back_with_trials_and_best(tmp_path, capsys, monkeypatch):
 
     _, searches, _ = read("searches")
     assert "digits-quick-" in searches and "completed" in searches
+
+
+def _one_error(result, pattern: str) -> None:
+    import re
+
+    assert result.returncode in (1, 2), result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(pattern, lines[0]), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", [("searches",), ("pareto", "digits-quick"), ("validate", "digits-quick"),
+                                     ("run", "digits-quick")])
+def test_a_tracking_uri_mlflow_has_no_store_for_is_one_line(tmp_path, command):
+    passed = run_cli(*command, "--tracking-uri", "htp://127.0.0.1:5000", cwd=tmp_path, timeout=120)
+    _one_error(passed, r"^error: (--)?tracking[.-]uri: 'htp://127\.0\.0\.1:5000' is not an MLflow tracking URI; its "
+                       r"scheme is one of \[.*\] .*\(did you mean 'http'\?\)$")
+    from_environment = run_cli(*command, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": "bogus://x"}, timeout=120)
+    _one_error(from_environment, r"^error: \$MLFLOW_TRACKING_URI: 'bogus://x' is not an MLflow tracking URI")
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
+
+
+@pytest.mark.parametrize("command", [("searches",), ("trials", "digits-quick"), ("run", "digits-quick")])
+def test_a_tracking_server_that_does_not_answer_fails_at_once(tmp_path, command):
+    """MLflow's client would retry for minutes; the command asks once and says why."""
+    from tests.dashboard.conftest import free_port
+
+    uri = f"http://hpsearch:secret@127.0.0.1:{free_port()}"  # nothing listens there
+    result = run_cli(*command, "--tracking-uri", uri, cwd=tmp_path, timeout=60)
+    _one_error(result, r"^error: no MLflow tracking server answers at http://hpsearch:\*\*\*@127\.0\.0\.1:\d+ "
+                       r"\(connection refused\); start it \(hpsearch tracking-server\), or pass another --tracking-uri$")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_web_server_that_is_not_mlflow_is_one_line(tmp_path):
+    import http.server
+    import threading
+
+    class NotMlflow(http.server.BaseHTTPRequestHandler):
+        def _page(self) -> None:
+            body = b"<!DOCTYPE html>\n<html><body>Not Found</body></html>\n"
+            self.send_response(404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _page
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotMlflow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        for command in (("searches",), ("pareto", "digits-quick")):
+            result = run_cli(*command, "--tracking-uri", uri, cwd=tmp_path, timeout=60)
+            _one_error(result, rf"^error: the MLflow tracking store at {uri} failed: API request to endpoint "
+                               r"/api/2\.0/mlflow/.* failed with error code \d+ != 200 \(is it an MLflow tracking server\?\)$")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import socket
 import sys
 from dataclasses import dataclass
 
@@ -60,6 +61,36 @@ class ServerSettings:
                     f"travel as plain HTTP; put TLS in front of port {self.port} outside a trusted network"]
         return [f"warning: listening on {self.host}, beyond this machine: anyone who can reach port {self.port} "
                 f"can read and change every run; add --auth, or keep the port behind a firewall"]
+
+
+def unreachable(tracking_uri: str, *, timeout_s: float = 5.0) -> str | None:
+    """Why no tracking server answers at an http(s) `tracking_uri` (refused, no such host, no answer
+    within `timeout_s`), as one line; None when one answers, whatever it says (a login it wants, a path
+    it does not serve), and for every other kind of store. MLflow's client retries a server that does
+    not answer for minutes; this asks once."""
+    import urllib.error
+    import urllib.request
+
+    from hpsearch.platform.tracking.tags import split_credentials
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    base = split_credentials(tracking_uri)[0].rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, ConnectionRefusedError):
+            reason = "connection refused"
+        elif isinstance(reason, socket.gaierror):
+            reason = "unknown host"
+        elif isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            reason = f"no answer within {timeout_s:g} s"
+        return (f"no MLflow tracking server answers at {redact_uri(tracking_uri)} ({reason}); start it "
+                f"(hpsearch tracking-server), or pass another --tracking-uri")
 
 
 def is_loopback(host: str) -> bool:
