@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     except KeyboardInterrupt:
         return INTERRUPTED
+    except BrokenPipeError:  # `hpsearch list models | head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
     except Exception as error:
         if not type(error).__module__.startswith("mlflow."):
             raise
@@ -43,14 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hpsearch.platform.errors import first_line
         from hpsearch.platform.tracking.tags import redact_uri, resolve_uri
 
-        store = redact_uri(resolve_uri(getattr(args, "tracking_uri", None)))
+        uri = getattr(args, "tracking_uri", None)
+        store = "" if hasattr(args, "spec") and not uri else f" at {redact_uri(resolve_uri(uri))}"  # the spec's own
         message = first_line(error).split(". Response body:")[0]
-        print(f"error: the MLflow tracking store at {store} failed: {message} (is it an MLflow tracking server?)",
+        print(f"error: the MLflow tracking store{store} failed: {message} (is it an MLflow tracking server?)",
               file=sys.stderr)
         return 1
-    except BrokenPipeError:  # `hpsearch list models | head`: the reader has what it wanted
-        sys.stderr.close()
-        return 0
 
 
 def _check_tracking_uri(args) -> None:
@@ -58,8 +59,6 @@ def _check_tracking_uri(args) -> None:
     --tracking-uri or $MLFLOW_TRACKING_URI, before it does anything (a spec's own is checked with the spec)."""
     from hpsearch.search_spaces.spec import tracking_uri_problem
 
-    if not hasattr(args, "tracking_uri"):
-        return
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     problem = tracking_uri_problem(uri) if uri else None
     if problem:
@@ -69,8 +68,8 @@ def _check_tracking_uri(args) -> None:
 
 def _check_server(tracking_uri: str | None) -> None:
     """A tracking server that does not answer fails the command at once, not after MLflow's minutes of retries."""
-    from hpsearch.platform.query import resolve_uri
     from hpsearch.platform.tracking.server import unreachable
+    from hpsearch.platform.tracking.tags import resolve_uri
 
     problem = unreachable(resolve_uri(tracking_uri))
     if problem:
