@@ -460,11 +460,15 @@ def _print_summary(table, *, spec: Spec, search_id: str, best, counts, tracking_
             print(f"      on the test split, evaluated once: {shown}")
     shown_uri = redact_uri(tracking_uri)
     ui = f"mlflow ui --backend-store-uri {shown_uri}" if tracking_uri.startswith("sqlite") else shown_uri
-    # Without --tracking-uri, the dashboard reads what this search wrote to ($MLFLOW_TRACKING_URI or the default).
-    dashboard = "hpsearch dashboard" if tracking_uri == tags.resolve_uri() else f"hpsearch dashboard --tracking-uri {shown_uri}"
+    # Without --tracking-uri, the commands read what this search wrote to ($MLFLOW_TRACKING_URI or the default).
+    store = "" if tracking_uri == tags.resolve_uri() else f" --tracking-uri {shown_uri}"
+    front = (f"  hpsearch pareto {spec.name}{store}      # the trade-off: trials no other beats on every objective\n"
+             if spec.search.objectives else "")
     print(f"\nresults: MLflow experiment {spec.tracking.experiment!r}, parent run {search_id}\n"
-          f"  hpsearch trials {spec.name}      # every trial as a table (--format csv|json)\n"
-          f"  hpsearch best {spec.name}        # the best configuration\n"
-          f"  {dashboard}   # compare trials in a browser, at http://127.0.0.1:8050\n"
+          f"  hpsearch trials {spec.name}{store}      # every trial as a table (--format csv|json)\n"
+          f"  hpsearch best {spec.name}{store}        # the best configuration\n"
+          f"{front}"
+          f"  hpsearch dashboard{store}   # compare trials in a browser, at http://127.0.0.1:8050\n"
           f"  {ui}\n"
-          f"  notebook: from hpsearch import query; query.trials({spec.name!r})", flush=True)
+          f"  notebook: from hpsearch import query; query.trials({spec.name!r}"
+          f"{f', tracking_uri={shown_uri!r}' if store else ''})", flush=True)

@@ -98,6 +98,10 @@ def test_the_front_is_the_non_dominated_feasible_trials_of_the_runs(traded_off) 
     # The live view counted the same front as trials ended: the last trial's line says its size.
     last = [line for line in out.splitlines() if f" {TRIALS}/{TRIALS} done · " in line][0]
     assert f" · front {len(front)} trial{'' if len(front) == 1 else 's'}" in last, last
+    # The summary says how to read the front again, from the store the search wrote to.
+    name = outcome.search_id.rsplit("-", 3)[0]
+    assert f"  hpsearch pareto {name} --tracking-uri {uri}      # the trade-off" in out
+    assert f"  hpsearch trials {name} --tracking-uri {uri}      # every trial" in out
     shown = io.StringIO()
     with contextlib.redirect_stdout(shown):
         assert main(["pareto", outcome.search_id, "--format", "json", "--tracking-uri", uri]) == 0
