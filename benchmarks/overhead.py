@@ -20,7 +20,7 @@ The ways:
               evaluation and summary included, in a Ray session of its own; its time excludes only
               `ray.init` (Ray's first worker processes start after it returns, within the search)
   peer        tune_peer.py in a process of its own, started with this command's environment: one
-              that has run an hpsearch search has Ray patched by hpsearch (platform/_internals.py),
+              that has run an hpsearch search has Ray patched by hpsearch (platform/compat.py),
               a user's script has not. A Ray session of its own; its time, from loading the data to
               the search's end, excludes `ray.init` and its imports. It tracks to a fresh SQLite
               store, as hpsearch does.

@@ -20,7 +20,7 @@ Last line: key=value pairs: `seconds` (from loading the data to the search's end
 `ray_init_s`, apart) and `driver_peak_rss_mb` (this process's peak resident memory).
 The benchmarks run it so, in a process of its own with the environment they were started in: a
 process that has run an hpsearch search has Ray's Tune controller patched and Tune's environment
-variables set by hpsearch (hpsearch/platform/_internals.py, _ray_env.py), which a user's script has not.
+variables set by hpsearch (hpsearch/platform/compat.py, _ray_env.py), which a user's script has not.
 """
 from __future__ import annotations
 

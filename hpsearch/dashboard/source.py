@@ -15,7 +15,7 @@ import pandas as pd
 
 from hpsearch.dashboard.data import hashable_params
 from hpsearch.platform import query
-from hpsearch.platform._internals import metric_histories
+from hpsearch.platform.compat import metric_histories
 from hpsearch.platform.tracking.index import TrialRuns
 from hpsearch.platform.tracking.tags import resolve_uri
 

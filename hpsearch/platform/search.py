@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.platform import _ray_env  # noqa: F401  (before ray)
-from hpsearch.platform import _internals
+from hpsearch.platform import compat
 from hpsearch.platform import query, tracking
 from hpsearch.platform.errors import first_line
 from hpsearch.platform.progress import LiveView, format_config, summary_table
@@ -59,7 +59,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     """Attach to a cluster at `address`, or start a local Ray on 127.0.0.1 only."""
     import ray
 
-    _internals.quiet_ray_logs()
+    compat.quiet_ray_logs()
     if ray.is_initialized():
         return
     address = ray_address(address)
@@ -69,11 +69,11 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     else:
         # A session of its own even when a Ray cluster runs on this machine (`ray start --head`):
         # without an address, ray.init would attach to that one. The workers inherit this process's
-        # environment, and the first ones start with the trial modules already imported (_internals).
-        # On 127.0.0.1 only (Ray has no authentication): see _internals.local_init_options.
+        # environment, and the first ones start with the trial modules already imported (compat).
+        # On 127.0.0.1 only (Ray has no authentication): see compat.local_init_options.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=False, **_internals.local_init_options(_ray_env.WORKER_ENV))
-        _internals.started_local_session()
+                 log_to_driver=False, **compat.local_init_options(_ray_env.WORKER_ENV))
+        compat.started_local_session()
 
 
 def ray_address(address: str | None = None) -> str | None:
@@ -293,7 +293,7 @@ def _for_trials(shared: dict[str, Any]) -> dict[str, Any]:
 
 def _run_tuner(tuner) -> int:
     """Run the search; returns how many trials finished (-1 when a second Ctrl-C cut Tune short)."""
-    _internals.keep_starting_actors()
+    compat.keep_starting_actors()
     try:
         results = tuner.fit()
     except KeyboardInterrupt:

@@ -134,13 +134,13 @@ class ObjectiveOptunaSearch(BranchAwareOptunaSearch):
         self._constraint_texts = constraints
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        from hpsearch.platform import _internals
+        from hpsearch.platform import compat
         from hpsearch.search_spaces.objectives import Constraint, violations
 
         if result:
             best = result.get(f"best_{self._first}", result.get(self._first))
             result = {**result, self._first: best}
-            trial = _internals.optuna_trial_of(self, trial_id) if self._constraint_texts else None
+            trial = compat.optuna_trial_of(self, trial_id) if self._constraint_texts else None
             if trial is not None:
                 constraints = [Constraint.parse(text) for text in self._constraint_texts]
                 for name, value in violations(constraints, result).items():

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from hpsearch import query
-from hpsearch.platform import _internals
+from hpsearch.platform import compat
 from hpsearch.platform.cli import main
 from hpsearch.platform.search import run_search
 from hpsearch.platform.tune_space import make_optuna_searcher
@@ -116,7 +116,7 @@ def test_optuna_is_told_each_trials_constraints_and_best_value() -> None:
                                     objectives=[("val_accuracy", "max"), ("params", "min")],
                                     constraints=["params <= 100"])
     searcher.suggest("a"), searcher.suggest("b")
-    study = _internals.optuna_trial_of(searcher, "a").study  # the study OptunaSearch asks, to see what it was told
+    study = compat.optuna_trial_of(searcher, "a").study  # the study OptunaSearch asks, to see what it was told
     searcher.on_trial_complete("a", {"val_accuracy": 0.5, "best_val_accuracy": 0.9, "params": 150.0})
     searcher.on_trial_complete("b", {"val_accuracy": 0.5, "best_val_accuracy": 0.8, "params": 50.0})
     assert [trial.values for trial in study.trials] == [[0.9, 150.0], [0.8, 50.0]]  # the best epoch's value

@@ -180,7 +180,7 @@ def test_a_diverging_trial_stops_as_diverged_and_the_search_goes_on(ray_session,
 
 def test_short_trials_with_more_concurrent_trials_than_slots_all_finish(ray_session, tracking_uri, tmp_path):
     """Trials of a fraction of a second, 4 at a time asked for on 2 CPUs: trials waiting for a slot
-    take a free trial process, trials whose own process is starting wait for it (_internals), and
+    take a free trial process, trials whose own process is starting wait for it (compat), and
     the search runs to its end on at most two processes at a time."""
     spec = validate_spec({
         "name": "e2e", "search": {"algorithm": "grid", "max_concurrent": 4},

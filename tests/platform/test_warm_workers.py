@@ -1,5 +1,5 @@
 """A local session's first worker processes import torch before any trial, and Tune's trial actors
-can take them (see hpsearch.platform._internals).
+can take them (see hpsearch.platform.compat).
 
 The search runs in a child process: it needs a Ray session of its own, fresh, not the suite's."""
 from __future__ import annotations

@@ -102,7 +102,7 @@ def _template() -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as folder:
         building = Path(folder) / "store.db"
-        from hpsearch.platform._internals import create_sqlite_schema
+        from hpsearch.platform.compat import create_sqlite_schema
 
         create_sqlite_schema(building, Path(folder) / "artifacts")
         with sqlite3.connect(building) as connection:  # MLflow remakes it, pointing at the copy's folder

@@ -1,7 +1,7 @@
 """Every use of Ray's and MLflow's private internals, in one place, each applied only on the versions
 it was verified with (VERIFIED_RAY, VERIFIED_MLFLOW). On any other version hpsearch uses the public
 APIs alone: searches are as correct, only slower to start, and learning curves slower to read.
-tests/platform/test_internals.py fails loudly when an installed version is not verified, or when
+tests/platform/test_compat.py fails loudly when an installed version is not verified, or when
 anything named by `ray_missing()` or `mlflow_missing()` is gone, and when any other module of hpsearch
 reaches a private name of Ray, MLflow or Optuna itself. Nothing here is imported at module
 level, so light readers (the dashboard) may import this module without loading Ray.
