@@ -33,14 +33,10 @@ def static_costs(model: torch.nn.Module, input_shape: tuple[int, ...], *,
     """params (trainable, less the `prune_amount` share of the prunable weights that pruning will zero),
     macs (of one image's forward pass, torch's flop counter: FLOPs / 2; dense) and size_mb (the state
     dict as torch.save writes it; dense)."""
-    from hpsearch.trainables.pruning import planned_pruned
-
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if prune_amount:
-        params -= planned_pruned(model, prune_amount)
-    return {"params": float(params), "macs": float(count_macs(model, input_shape)), "size_mb": buffer.tell() / 2**20}
+    return {"params": _trainable(model, prune_amount), "macs": float(count_macs(model, input_shape)),
+            "size_mb": buffer.tell() / 2**20}
 
 
 def shape_costs(model: torch.nn.Module, input_shape: tuple[int, ...], *,
@@ -48,14 +44,18 @@ def shape_costs(model: torch.nn.Module, input_shape: tuple[int, ...], *,
     """params, macs and size_mb as `static_costs` counts them, from shapes alone: for a model built on
     torch's meta device (no memory, no compute). size_mb is the tensors' bytes; the file torch.save
     writes is a few KB larger."""
+    size = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values()
+               if isinstance(tensor, torch.Tensor))
+    return {"params": _trainable(model, prune_amount), "macs": float(count_macs(model, input_shape)),
+            "size_mb": size / 2**20}
+
+
+def _trainable(model: torch.nn.Module, prune_amount: float) -> float:
+    """Trainable parameters, less the `prune_amount` share of the prunable weights pruning will zero."""
     from hpsearch.trainables.pruning import planned_pruned
 
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if prune_amount:
-        params -= planned_pruned(model, prune_amount)
-    size = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values()
-               if isinstance(tensor, torch.Tensor))
-    return {"params": float(params), "macs": float(count_macs(model, input_shape)), "size_mb": size / 2**20}
+    return float(params - planned_pruned(model, prune_amount) if prune_amount else params)
 
 
 def count_macs(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
